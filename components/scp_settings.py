@@ -1,0 +1,115 @@
+"""Settings of the Store SCP. The container reads them from ``SCP_<SETTING>`` variables;
+the Pulumi program writes those variables from the same model (``to_env("scp")``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator, model_validator
+
+from components.config_base import Settings
+
+ENV_PREFIX = "scp"
+
+
+def validate_ae_title(value: str) -> str:
+    """PS3.5 AE: 1-16 characters of the default repertoire, no backslash, not only spaces."""
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("an AE title must not be empty or only spaces")
+    if len(value) > 16:
+        raise ValueError(f"an AE title has at most 16 characters, this one has {len(value)}")
+    if "\\" in value or any(not (32 <= ord(c) < 127) for c in value):
+        raise ValueError("an AE title uses printable ASCII characters without backslash")
+    return stripped
+
+
+class ScpSettings(Settings):
+    ae_title: str = Field("AHI-GATEWAY", description="Called AE title the SCP answers to")
+    bind_address: str = Field("0.0.0.0", description="Address the listeners bind to")
+    port: int = Field(11112, ge=0, le=65535, description="Plain DICOM port (0 = pick a free port)")
+    plain_enabled: bool = Field(True, description="Serve the plain (non-TLS) port")
+    storage_uri: str = Field(
+        "file:///var/lib/dicom-scp/store",
+        description="Where instances go: s3://bucket[/prefix] or file:///absolute/path",
+    )
+    spool_dir: Path = Field(Path("/tmp/dicom-scp-spool"), description="Spool directory for large objects")
+    require_called_ae: bool = Field(True, description="Reject associations whose called AE differs")
+    allowed_calling_aes: list[str] = Field(
+        default_factory=list, description="Calling AE titles allowed (empty = any)"
+    )
+    allowed_cidrs: list[str] = Field(default_factory=list, description="Peer CIDRs allowed (empty = any)")
+    sop_classes: list[str] = Field(
+        default_factory=list, description="Storage SOP class UIDs accepted (empty = all storage classes)"
+    )
+    max_associations: int = Field(32, ge=1, le=1000, description="Concurrent associations per process")
+    workers: int = Field(1, ge=1, le=64, description="SCP processes sharing the port (SO_REUSEPORT)")
+    acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association messages")
+    dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for DIMSE messages")
+    network_timeout: float = Field(60.0, gt=0, description="Idle seconds before an association is aborted")
+    max_pdu: int = Field(0, ge=0, description="Maximum PDU length we receive (0 = unlimited)")
+    batch_max_files: int = Field(5000, ge=1, le=100000, description="Roll a batch over at this many files")
+    batch_max_bytes: int = Field(10 * 1024**3, ge=1, description="Roll a batch over at this many bytes")
+    batch_max_age_seconds: float = Field(300.0, gt=0, description="Roll a batch over at this age")
+    store_retries: int = Field(3, ge=0, le=20, description="Retries of a failed storage write")
+    store_retry_delay: float = Field(0.2, ge=0, description="First retry delay in seconds (doubles)")
+    multipart_threshold: int = Field(
+        8 * 1024**2, ge=5 * 1024**2, description="Objects from this size are spooled and sent multipart"
+    )
+    tls_enabled: bool = Field(False, description="Serve DICOM TLS")
+    tls_port: int = Field(2762, ge=0, le=65535, description="DICOM TLS port")
+    tls_cert_file: Path | None = Field(None, description="PEM certificate chain of the TLS listener")
+    tls_key_file: Path | None = Field(None, description="PEM private key of the TLS listener")
+    tls_ca_file: Path | None = Field(None, description="PEM CA bundle to verify client certificates")
+    tls_require_client_cert: bool = Field(False, description="Require and verify a client certificate")
+    health_port: int = Field(8080, ge=0, le=65535, description="HTTP port for /healthz /readyz /metrics")
+    drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, let associations finish this long")
+    task_id: str = Field("", description="Task identifier recorded in manifests (default: hostname)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, v: str) -> str:
+        return validate_ae_title(v)
+
+    @field_validator("allowed_calling_aes")
+    @classmethod
+    def _calling_aes(cls, v: list[str]) -> list[str]:
+        return [validate_ae_title(a) for a in v]
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR block like 10.0.0.0/16") from None
+        return v
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_uri(cls, v: str) -> str:
+        parsed = urlparse(v)
+        if parsed.scheme == "s3" and parsed.netloc:
+            return v
+        if parsed.scheme == "file" and parsed.path.startswith("/") and not parsed.netloc:
+            return v
+        raise ValueError("use s3://bucket[/prefix] or file:///absolute/path")
+
+    @model_validator(mode="after")
+    def _listeners(self) -> ScpSettings:
+        if not self.plain_enabled and not self.tls_enabled:
+            raise ValueError("both listeners are disabled: enable plain_enabled or tls_enabled")
+        if self.tls_enabled and not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError("tls_enabled needs tls_cert_file and tls_key_file")
+        if self.tls_require_client_cert and not self.tls_ca_file:
+            raise ValueError("tls_require_client_cert needs tls_ca_file")
+        return self
+
+    @classmethod
+    def from_environ(cls, environ) -> ScpSettings:
+        return cls.from_env(environ, ENV_PREFIX)
