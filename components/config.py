@@ -16,27 +16,118 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from components.config_base import ConfigError, Settings, camel_name
 from components.scp_settings import ScpSettings
+from components.stack_settings import (
+    FunctionsSettings,
+    HealthImagingSettings,
+    JobTableSettings,
+    LoadBalancerSettings,
+    MonitoringSettings,
+    NetworkSettings,
+    ServiceSettings,
+    StorageSettings,
+)
 from components.workflow_settings import WorkflowSettings
 
 PROJECT_NAME = "dicom-ingest"
 
-# group prefix -> settings model. Further groups (network, storage, service, ...) are added here.
+# group prefix -> settings model; the prefix is also the StackConfig attribute.
 GROUPS: dict[str, type[Settings]] = {
     "scp": ScpSettings,
     "workflow": WorkflowSettings,
+    "network": NetworkSettings,
+    "storage": StorageSettings,
+    "jobTable": JobTableSettings,
+    "healthImaging": HealthImagingSettings,
+    "service": ServiceSettings,
+    "loadBalancer": LoadBalancerSettings,
+    "functions": FunctionsSettings,
+    "monitoring": MonitoringSettings,
+}
+
+# SCP settings the Pulumi program sets itself in the container (the stack value is not used).
+DEPLOY_TIME_KEYS: dict[str, str] = {
+    "scpStorageUri": "set by the Pulumi program to s3://<dicom bucket>",
+    "scpTaskId": "set by the Pulumi program (empty: the task's hostname)",
+    "scpBindAddress": "set by the Pulumi program to 0.0.0.0 (the NLB reaches the task's IP)",
+}
+
+# SCP settings that also shape the load balancer.
+NLB_KEYS: dict[str, str] = {
+    "scpPort": "also the NLB's plain listener and target port",
+    "scpTlsPort": "also the NLB's TLS listener port (and target port with loadBalancerTlsMode passthrough)",
+    "scpHealthPort": "also the NLB target groups' health-check port",
+    "scpDrainSeconds": "also the lower bound of loadBalancerDeregistrationDelaySeconds",
 }
 
 
 class StackConfig(BaseModel):
+    """Every group of one stack, plus the rules that tie groups together."""
+
     model_config = ConfigDict(frozen=True)
 
     stack: str
     scp: ScpSettings
     workflow: WorkflowSettings
+    network: NetworkSettings = NetworkSettings()
+    storage: StorageSettings = StorageSettings()
+    jobTable: JobTableSettings = JobTableSettings()  # noqa: N815 (attribute = group prefix)
+    healthImaging: HealthImagingSettings = HealthImagingSettings()  # noqa: N815
+    service: ServiceSettings = ServiceSettings()
+    loadBalancer: LoadBalancerSettings = LoadBalancerSettings()  # noqa: N815
+    functions: FunctionsSettings = FunctionsSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+
+    @model_validator(mode="after")
+    def _across_groups(self) -> StackConfig:
+        problems = cross_group_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def cross_group_problems(config: StackConfig) -> list[str]:
+    """Rules between groups, each worded with the stack keys an operator sets."""
+    scp, lb, service, network = config.scp, config.loadBalancer, config.service, config.network
+    problems = []
+    ports = {"scpPort": scp.port, "scpTlsPort": scp.tls_port, "scpHealthPort": scp.health_port}
+    for key, port in ports.items():
+        if port == 0:
+            problems.append(f"{key}: a deployed stack needs a fixed port, not 0")
+    if lb.plain_listener and not scp.plain_enabled:
+        problems.append("loadBalancerPlainListener: needs scpPlainEnabled true (the listener forwards to it)")
+    if lb.tls_mode == "terminate" and not scp.plain_enabled:
+        problems.append(
+            "loadBalancerTlsMode: terminate forwards decrypted traffic to scpPort; enable scpPlainEnabled"
+        )
+    if lb.tls_mode == "passthrough" and not scp.tls_enabled:
+        problems.append(
+            "loadBalancerTlsMode: passthrough needs the SCP's own TLS (scpTlsEnabled and its files)"
+        )
+    if scp.tls_enabled and lb.tls_mode != "passthrough":
+        problems.append(
+            "scpTlsEnabled: the SCP's TLS port is reachable only with loadBalancerTlsMode passthrough"
+        )
+    if lb.tls and scp.tls_port == scp.port:
+        problems.append("scpTlsPort: must differ from scpPort (two listeners)")
+    if scp.health_port in (scp.port, scp.tls_port):
+        problems.append("scpHealthPort: must differ from the DICOM ports")
+    if lb.deregistration_delay_seconds < scp.drain_seconds:
+        problems.append(
+            f"loadBalancerDeregistrationDelaySeconds: {lb.deregistration_delay_seconds} s is shorter than "
+            f"scpDrainSeconds ({scp.drain_seconds:g} s); connections would be cut while draining"
+        )
+    if service.stop_timeout_seconds < scp.drain_seconds:
+        problems.append(
+            f"serviceStopTimeoutSeconds: {service.stop_timeout_seconds} s is shorter than "
+            f"scpDrainSeconds ({scp.drain_seconds:g} s); ECS would kill the SCP while draining"
+        )
+    if lb.public and network.existing and not network.public_subnet_ids:
+        problems.append("loadBalancerPublic: a public NLB in an existing VPC needs networkPublicSubnetIds")
+    return problems
 
 
 def flat_keys() -> dict[str, tuple[str, str]]:
@@ -67,7 +158,21 @@ def from_flat(values: Mapping[str, Any], stack: str, source: str = "stack config
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(source, problems)
-    return StackConfig(stack=stack, **built)
+    try:
+        return StackConfig(stack=stack, **built)
+    except ValidationError as exc:
+        lines = [e["msg"].removeprefix("Value error, ") for e in exc.errors()]
+        raise ConfigError(source, [p for line in lines for p in line.splitlines()]) from None
+
+
+def key_description(key: str) -> str:
+    """What ``Pulumi.yaml`` says about a key: the model's description plus deploy-time notes."""
+    group, field = flat_keys()[key]
+    text = GROUPS[group].model_fields[field].description or ""
+    for notes in (DEPLOY_TIME_KEYS, NLB_KEYS):
+        if key in notes:
+            text = f"{text} ({notes[key]})"
+    return text
 
 
 def read_stack_values(project_dir: Path, stack: str) -> dict[str, Any]:

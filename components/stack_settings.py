@@ -1,0 +1,369 @@
+"""Stack-level settings groups: what an operator chooses per deployment (network, storage, ...).
+
+Each group is a ``Settings`` model, so it gets the same flat stack keys (``<group><Field>``),
+defaults and error messages as the SCP and workflow groups. Rules that involve one group only
+live here; rules that tie groups together (listener ports vs. SCP listeners, drain window vs.
+deregistration delay) live on ``StackConfig`` in ``components.config``. Pure: no pulumi.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from components.config_base import Settings
+
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                      2557, 2922, 3288, 3653)  # fmt: skip
+
+# Fargate task sizes within the range this service supports (TaskCPU 1024-4096, memory 2048-8192 MiB):
+# 1 vCPU takes 2-8 GiB, 2 vCPU 4-16 GiB, 4 vCPU 8-30 GiB, each in 1 GiB steps.
+FARGATE_MEMORY_BY_CPU: dict[int, tuple[int, ...]] = {
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 8192 + 1, 1024)),
+    4096: (8192,),
+}
+
+_ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$")
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a CIDR block like 10.0.0.0/16") from None
+
+
+def _retention(value: int) -> int:
+    if value not in LOG_RETENTION_DAYS:
+        allowed = ", ".join(str(d) for d in LOG_RETENTION_DAYS)
+        raise ValueError(f"CloudWatch Logs retention must be one of {allowed} days")
+    return value
+
+
+def _arn(value: str, service: str) -> str:
+    if value and not (_ARN.match(value) and value.split(":")[2] == service):
+        raise ValueError(f"{value!r} is not an ARN of the {service} service")
+    return value
+
+
+class NetworkSettings(Settings):
+    """A new VPC (awsx.ec2.Vpc) or an existing one; endpoints make a NAT gateway optional."""
+
+    vpc_id: str = Field("", description="Existing VPC to deploy into (empty = create a new VPC)")
+    private_subnet_ids: list[str] = Field(
+        default_factory=list,
+        validate_default=True,
+        description="Existing private subnets (2+ AZs) for the tasks and an internal NLB; needs vpcId",
+    )
+    public_subnet_ids: list[str] = Field(
+        default_factory=list, description="Existing public subnets for a public NLB; needs vpcId"
+    )
+    vpc_cidr: str = Field("10.40.0.0/16", description="CIDR block of a new VPC (/16 to /22)")
+    availability_zones: int = Field(2, ge=2, le=3, description="Availability zones of a new VPC")
+    nat_gateways: Literal["none", "single", "one-per-az"] = Field(
+        "none", description="NAT gateways of a new VPC: none (VPC endpoints only), single, one-per-az"
+    )
+    interface_endpoints: bool = Field(
+        True,
+        validate_default=True,
+        description="Create VPC interface endpoints (ECR, CloudWatch Logs, STS, ...) for the services",
+    )
+    flow_logs_retention_days: int = Field(90, description="Retention of the VPC flow logs (days)")
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _vpc_cidr(cls, v: str) -> str:
+        network = ipaddress.ip_network(_cidr(v))
+        if network.version != 4 or not 16 <= network.prefixlen <= 22:
+            raise ValueError(f"{v!r}: a new VPC needs an IPv4 block between /16 and /22")
+        return v
+
+    @field_validator("vpc_id")
+    @classmethod
+    def _vpc_id(cls, v: str) -> str:
+        if v and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", v):
+            raise ValueError(f"{v!r} is not a VPC id like vpc-0123456789abcdef0")
+        return v
+
+    @field_validator("private_subnet_ids", "public_subnet_ids")
+    @classmethod
+    def _subnets(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        for subnet in v:
+            if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
+                raise ValueError(f"{subnet!r} is not a subnet id like subnet-0123456789abcdef0")
+        if "vpc_id" not in info.data:  # the VPC id itself is wrong: reported there
+            return v
+        existing = bool(info.data["vpc_id"])
+        if not existing and v:
+            raise ValueError("subnet ids need vpc_id (leave vpc_id and the subnets empty for a new VPC)")
+        if existing and info.field_name == "private_subnet_ids" and len(v) < 2:
+            raise ValueError("an existing VPC (vpc_id) needs private subnets in at least two AZs")
+        return v
+
+    @field_validator("interface_endpoints")
+    @classmethod
+    def _endpoints(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v and not info.data.get("vpc_id", "x") and info.data.get("nat_gateways") == "none":
+            raise ValueError("a new VPC without NAT gateways needs the interface endpoints to pull images")
+        return v
+
+    @field_validator("flow_logs_retention_days")
+    @classmethod
+    def _flow_retention(cls, v: int) -> int:
+        return _retention(v)
+
+    @property
+    def existing(self) -> bool:
+        return bool(self.vpc_id)
+
+
+class StorageSettings(Settings):
+    """The temporary DICOM bucket and the long-lived results bucket."""
+
+    encryption: Literal["sse-s3", "sse-kms"] = Field(
+        "sse-s3", description="Bucket encryption: sse-s3 (S3-managed keys) or sse-kms"
+    )
+    kms_key_arn: str = Field(
+        "", description="KMS key for sse-kms (empty = create a key with rotation)", validate_default=True
+    )
+    incoming_expiry_days: int = Field(
+        30, ge=1, description="Objects under incoming/ expire after this many days (HealthImaging keeps them)"
+    )
+    imported_expiry_days: int = Field(
+        1, ge=1, description="Objects the workflow tagged as imported (cleanupMode=tag) expire after this"
+    )
+    quarantine_expiry_days: int = Field(90, ge=1, description="Objects under quarantine/ expire after this")
+    batches_expiry_days: int = Field(90, ge=1, description="Manifests under batches/ expire after this")
+    abort_multipart_days: int = Field(1, ge=1, description="Incomplete multipart uploads are aborted after")
+    results_retention_days: int = Field(
+        3650, ge=0, description="Import results expire after this many days (0 = keep forever)"
+    )
+    results_noncurrent_days: int = Field(90, ge=1, description="Old versions of import results expire after")
+    replication_region: str = Field(
+        "", description="Replicate the results bucket to this region (empty = no replication)"
+    )
+    access_log_retention_days: int = Field(365, ge=1, description="S3 server access logs expire after")
+    force_destroy: bool = Field(False, description="Let `pulumi destroy` empty and delete the buckets")
+    retain_on_delete: bool = Field(
+        False,
+        validate_default=True,
+        description="Keep buckets, table and datastore in AWS when the stack is destroyed",
+    )
+
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _key(cls, v: str, info: ValidationInfo) -> str:
+        if v and info.data.get("encryption") == "sse-s3":
+            raise ValueError("a KMS key is used only with encryption sse-kms")
+        return _arn(v, "kms")
+
+    @field_validator("retain_on_delete")
+    @classmethod
+    def _retain(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("force_destroy"):
+            raise ValueError("retain_on_delete and force_destroy contradict each other")
+        return v
+
+    @field_validator("replication_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if v and not _REGION.match(v):
+            raise ValueError(f"{v!r} is not an AWS region like eu-central-1")
+        return v
+
+
+class JobTableSettings(Settings):
+    """The DynamoDB job table (keys and indexes are fixed by components.layout)."""
+
+    point_in_time_recovery: bool = Field(True, description="Point-in-time recovery of the job table")
+    deletion_protection: bool = Field(False, description="Deletion protection of the job table")
+    kms_key_arn: str = Field("", description="Customer KMS key of the job table (empty = AWS-managed key)")
+
+    @field_validator("kms_key_arn")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _arn(v, "kms")
+
+
+class HealthImagingSettings(Settings):
+    """The AWS HealthImaging datastore: created by the stack or an existing one."""
+
+    datastore_id: str = Field("", description="Existing datastore id (empty = create a datastore)")
+    datastore_name: str = Field("", description="Name of a created datastore (empty = <project>-<stack>)")
+    kms_key_arn: str = Field("", description="KMS key of a created datastore (empty = AWS-owned key)")
+
+    @field_validator("datastore_id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[0-9a-z]{32}", v):
+            raise ValueError(f"{v!r} is not a datastore id (32 characters of 0-9 a-z)")
+        return v
+
+    @field_validator("datastore_name", "kms_key_arn")
+    @classmethod
+    def _created_only(cls, v: str, info: ValidationInfo) -> str:
+        if v and info.data.get("datastore_id"):
+            raise ValueError("applies only to a created datastore, not to datastore_id")
+        if info.field_name == "kms_key_arn":
+            return _arn(v, "kms")
+        if v and not re.fullmatch(r"[A-Za-z0-9._/#-]{1,256}", v):
+            raise ValueError("a datastore name has 1-256 characters of A-Z a-z 0-9 . _ / # -")
+        return v
+
+
+class ServiceSettings(Settings):
+    """The SCP's ECS Fargate service: task size, image, autoscaling."""
+
+    task_cpu: int = Field(1024, description="Task CPU units: 1024, 2048 or 4096")
+    task_memory_limit: int = Field(
+        2048, validate_default=True, description="Task memory (MiB), 2048-8192, valid for the CPU"
+    )
+    cpu_architecture: Literal["X86_64", "ARM64"] = Field(
+        "X86_64", description="CPU architecture of the task (the image is built for it)"
+    )
+    ephemeral_storage_gib: int = Field(50, ge=21, le=200, description="Task ephemeral storage for the spool")
+    image_uri: str = Field(
+        "", description="Prebuilt SCP image URI (empty = build scp/Dockerfile with awsx.ecr.Image)"
+    )
+    autoscale_min_capacity: int = Field(1, ge=1, le=100, description="Minimum (and initial) task count")
+    autoscale_max_capacity: int = Field(
+        3, ge=1, le=100, validate_default=True, description="Maximum task count"
+    )
+    autoscale_cpu_target: float = Field(50.0, ge=10, le=90, description="Target average CPU (%)")
+    scale_out_cooldown_seconds: int = Field(60, ge=0, le=3600, description="Scale-out cooldown (seconds)")
+    scale_in_cooldown_seconds: int = Field(60, ge=0, le=3600, description="Scale-in cooldown (seconds)")
+    stop_timeout_seconds: int = Field(
+        60, ge=2, le=120, description="Seconds ECS waits after SIGTERM (>= scpDrainSeconds)"
+    )
+    container_insights: bool = Field(True, description="ECS Container Insights on the cluster")
+    log_retention_days: int = Field(90, description="Retention of the SCP's log group (days)")
+
+    @field_validator("task_cpu")
+    @classmethod
+    def _cpu(cls, v: int) -> int:
+        if v not in FARGATE_MEMORY_BY_CPU:
+            raise ValueError(f"{v} is not a supported task CPU; use 1024, 2048 or 4096")
+        return v
+
+    @field_validator("task_memory_limit")
+    @classmethod
+    def _memory(cls, v: int, info: ValidationInfo) -> int:
+        if not 2048 <= v <= 8192:
+            raise ValueError(f"{v} MiB is outside 2048-8192 MiB")
+        cpu = info.data.get("task_cpu")
+        if cpu is not None and v not in FARGATE_MEMORY_BY_CPU[cpu]:
+            allowed = ", ".join(str(m) for m in FARGATE_MEMORY_BY_CPU[cpu])
+            raise ValueError(f"Fargate has no {cpu} CPU / {v} MiB task; with {cpu} CPU use {allowed} MiB")
+        return v
+
+    @field_validator("autoscale_max_capacity")
+    @classmethod
+    def _max_capacity(cls, v: int, info: ValidationInfo) -> int:
+        if v < info.data.get("autoscale_min_capacity", 1):
+            raise ValueError("is below autoscale_min_capacity")
+        return v
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _log_retention(cls, v: int) -> int:
+        return _retention(v)
+
+
+class LoadBalancerSettings(Settings):
+    """The NLB in front of the SCP tasks. Listener ports are the SCP's ports (scpPort, scpTlsPort)."""
+
+    public: bool = Field(False, description="Internet-facing NLB (default: internal)")
+    allowed_cidrs: list[str] = Field(
+        default_factory=list, description="Client CIDRs allowed to connect (empty = the VPC's CIDR)"
+    )
+    plain_listener: bool = Field(True, description="TCP listener on scpPort (plain DICOM)")
+    tls_mode: Literal["off", "terminate", "passthrough"] = Field(
+        "off",
+        validate_default=True,
+        description="DICOM TLS on scpTlsPort: off, terminate (NLB, ACM certificate), passthrough (SCP's TLS)",
+    )
+    certificate_arn: str = Field(
+        "", validate_default=True, description="ACM certificate of the TLS listener (tlsMode terminate)"
+    )
+    tls_policy: str = Field("ELBSecurityPolicy-TLS13-1-2-2021-06", description="NLB TLS security policy")
+    deregistration_delay_seconds: int = Field(
+        60, ge=0, le=3600, description="Target deregistration delay (>= scpDrainSeconds)"
+    )
+    cross_zone: bool = Field(True, description="Cross-zone load balancing")
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        cidrs = [_cidr(c) for c in v]
+        world = [c for c in cidrs if ipaddress.ip_network(c).prefixlen == 0]
+        if world and not info.data.get("public"):
+            raise ValueError(f"{world[0]} opens the gateway to everyone: allowed only with public true")
+        return cidrs
+
+    @field_validator("tls_mode")
+    @classmethod
+    def _tls_mode(cls, v: str, info: ValidationInfo) -> str:
+        if v == "off" and info.data.get("plain_listener") is False:
+            raise ValueError("no listener left: set a TLS mode or enable plain_listener")
+        return v
+
+    @field_validator("certificate_arn")
+    @classmethod
+    def _certificate(cls, v: str, info: ValidationInfo) -> str:
+        mode = info.data.get("tls_mode")
+        if mode == "terminate" and not v:
+            raise ValueError("TLS termination on the NLB (tls_mode terminate) needs an ACM certificate ARN")
+        if v and mode not in (None, "terminate"):
+            raise ValueError("a certificate is used only with tls_mode terminate")
+        return _arn(v, "acm")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_mode != "off"
+
+
+class FunctionsSettings(Settings):
+    """The import workflow's Lambda functions (code, handlers and sizes come from components.layout)."""
+
+    architecture: Literal["arm64", "x86_64"] = Field("arm64", description="Lambda architecture")
+    powertools_layer_version: int = Field(
+        27, ge=1, description="Version of the AWS-managed Powertools for AWS Lambda (Python) v3 layer"
+    )
+    log_retention_days: int = Field(90, description="Retention of the functions' and workflow's logs")
+    sweeper_schedule: str = Field("rate(15 minutes)", description="EventBridge schedule of the sweeper")
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _log_retention(cls, v: int) -> int:
+        return _retention(v)
+
+    @field_validator("sweeper_schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if not re.fullmatch(r"(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))", v):
+            raise ValueError(f"{v!r} is not a schedule like rate(15 minutes) or cron(0/15 * * * ? *)")
+        return v
+
+
+class MonitoringSettings(Settings):
+    """Alarms, their SNS topic and the dashboard."""
+
+    alarm_email: str = Field("", description="E-mail address subscribed to the alarm topic (empty = none)")
+    cpu_alarm_percent: float = Field(80.0, gt=0, le=100, description="ECS CPU alarm threshold (%)")
+    memory_alarm_percent: float = Field(80.0, gt=0, le=100, description="ECS memory alarm threshold (%)")
+    import_latency_alarm_seconds: int = Field(
+        3600, ge=60, description="Alarm when a batch takes longer than this from seal to import"
+    )
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
+            raise ValueError(f"{v!r} is not an e-mail address")
+        return v

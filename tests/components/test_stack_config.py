@@ -1,0 +1,122 @@
+"""Stack-level settings groups: defaults deploy, and every bad value fails with one clear message."""
+
+import pytest
+
+from components.config import GROUPS, StackConfig, flat_keys, from_flat
+from components.config_base import ConfigError
+
+
+def problems_of(values: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        from_flat(values, stack="dev")
+    return info.value.problems
+
+
+def test_every_group_is_reachable_by_flat_keys():
+    keys = flat_keys()
+    assert keys["serviceTaskCpu"] == ("service", "task_cpu")
+    assert keys["jobTablePointInTimeRecovery"] == ("jobTable", "point_in_time_recovery")
+    assert keys["loadBalancerTlsMode"] == ("loadBalancer", "tls_mode")
+    assert keys["healthImagingDatastoreId"] == ("healthImaging", "datastore_id")
+    assert set(GROUPS) == set(StackConfig.model_fields) - {"stack"}
+
+
+def test_defaults_are_a_deployable_internal_plain_stack():
+    config = from_flat({}, stack="dev")
+    assert (config.service.task_cpu, config.service.task_memory_limit) == (1024, 2048)
+    assert (config.service.autoscale_min_capacity, config.service.autoscale_max_capacity) == (1, 3)
+    assert config.service.autoscale_cpu_target == 50
+    assert config.loadBalancer.public is False and config.loadBalancer.tls_mode == "off"
+    assert config.network.existing is False and config.network.nat_gateways == "none"
+    assert config.storage.encryption == "sse-s3"
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory"),
+    [("1024", "2048"), ("1024", "8192"), ("2048", "4096"), ("2048", "7168"), ("4096", "8192")],
+)
+def test_valid_fargate_sizes_are_accepted(cpu, memory):
+    config = from_flat({"serviceTaskCpu": cpu, "serviceTaskMemoryLimit": memory}, stack="dev")
+    assert (config.service.task_cpu, config.service.task_memory_limit) == (int(cpu), int(memory))
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "fragment"),
+    [
+        ("2048", "2048", "with 2048 CPU use 4096, 5120, 6144, 7168, 8192 MiB"),
+        ("4096", "4096", "with 4096 CPU use 8192 MiB"),
+        ("1024", "2500", "with 1024 CPU use 2048, 3072"),
+        ("1024", "16384", "outside 2048-8192"),
+    ],
+)
+def test_invalid_fargate_pair_is_one_message_naming_the_key(cpu, memory, fragment):
+    problems = problems_of({"serviceTaskCpu": cpu, "serviceTaskMemoryLimit": memory})
+    assert len(problems) == 1
+    assert problems[0].startswith("serviceTaskMemoryLimit:") and fragment in problems[0]
+
+
+def test_unsupported_cpu_is_named():
+    (problem,) = problems_of({"serviceTaskCpu": "512"})
+    assert problem.startswith("serviceTaskCpu:") and "1024, 2048 or 4096" in problem
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("networkVpcCidr", "10.0.0/16"),
+        ("networkVpcCidr", "10.0.0.1/16"),
+        ("loadBalancerAllowedCidrs", "10.1.2.0/33"),
+    ],
+)
+def test_malformed_cidr_is_one_message(key, value):
+    (problem,) = problems_of({key: value})
+    assert problem.startswith(f"{key}:") and "is not a CIDR block" in problem
+
+
+def test_tls_termination_without_certificate_is_one_message():
+    (problem,) = problems_of({"loadBalancerTlsMode": "terminate"})
+    assert problem.startswith("loadBalancerCertificateArn:") and "ACM certificate" in problem
+
+
+def test_world_open_cidr_needs_an_explicit_public_stack():
+    (problem,) = problems_of({"loadBalancerAllowedCidrs": "0.0.0.0/0"})
+    assert "loadBalancerAllowedCidrs" in problem and "public" in problem
+    config = from_flat({"loadBalancerAllowedCidrs": "0.0.0.0/0", "loadBalancerPublic": "true"}, stack="dev")
+    assert config.loadBalancer.allowed_cidrs == ["0.0.0.0/0"]
+
+
+def test_existing_vpc_needs_two_private_subnets():
+    (problem,) = problems_of(
+        {"networkVpcId": "vpc-0123456789abcdef0", "networkPrivateSubnetIds": "subnet-0aa11bb2"}
+    )
+    assert problem.startswith("networkPrivateSubnetIds:") and "two AZs" in problem
+
+
+def test_subnets_without_vpc_are_refused():
+    (problem,) = problems_of({"networkPrivateSubnetIds": "subnet-0aa11bb2,subnet-0aa11bb3"})
+    assert problem.startswith("networkPrivateSubnetIds:") and "vpc_id" in problem
+
+
+def test_cross_group_rules_name_both_keys():
+    problems = problems_of({"scpDrainSeconds": "100"})
+    assert len(problems) == 2
+    assert any(
+        p.startswith("loadBalancerDeregistrationDelaySeconds:") and "scpDrainSeconds" in p for p in problems
+    )
+    assert any(p.startswith("serviceStopTimeoutSeconds:") and "scpDrainSeconds" in p for p in problems)
+
+
+def test_passthrough_needs_the_scps_own_tls():
+    (problem,) = problems_of({"loadBalancerTlsMode": "passthrough"})
+    assert problem.startswith("loadBalancerTlsMode:") and "scpTlsEnabled" in problem
+
+
+def test_group_and_cross_group_errors_are_reported_together_per_group():
+    problems = problems_of(
+        {"serviceTaskCpu": "3", "storageReplicationRegion": "moon", "monitoringAlarmEmail": "x"}
+    )
+    assert [p.split(":")[0] for p in problems] == [
+        "storageReplicationRegion",
+        "serviceTaskCpu",
+        "monitoringAlarmEmail",
+    ]
