@@ -50,17 +50,17 @@ GROUPS: dict[str, type[Settings]] = {
 
 # SCP settings the Pulumi program sets itself in the container (the stack value is not used).
 DEPLOY_TIME_KEYS: dict[str, str] = {
-    "scpStorageUri": "set by the Pulumi program to s3://<dicom bucket>",
-    "scpTaskId": "set by the Pulumi program (empty: the task's hostname)",
-    "scpBindAddress": "set by the Pulumi program to 0.0.0.0 (the NLB reaches the task's IP)",
+    "scpStorageUri": "the Pulumi program sets s3://<dicom bucket>",
+    "scpTaskId": "the Pulumi program leaves it empty, so the SCP records its task's hostname",
+    "scpBindAddress": "the Pulumi program sets 0.0.0.0, so the NLB reaches the task's IP",
 }
 
 # SCP settings that also shape the load balancer.
 NLB_KEYS: dict[str, str] = {
     "scpPort": "also the NLB's plain listener and target port",
-    "scpTlsPort": "also the NLB's TLS listener port (and target port with loadBalancerTlsMode passthrough)",
-    "scpHealthPort": "also the NLB target groups' health-check port",
-    "scpDrainSeconds": "also the lower bound of loadBalancerDeregistrationDelaySeconds",
+    "scpTlsPort": "also the NLB's TLS listener port, and its target port with passthrough",
+    "scpHealthPort": "also the health-check port of the NLB target groups",
+    "scpDrainSeconds": "also the lower bound of the NLB deregistration delay and the ECS stop timeout",
 }
 
 
@@ -169,9 +169,10 @@ def key_description(key: str) -> str:
     """What ``Pulumi.yaml`` says about a key: the model's description plus deploy-time notes."""
     group, field = flat_keys()[key]
     text = GROUPS[group].model_fields[field].description or ""
-    for notes in (DEPLOY_TIME_KEYS, NLB_KEYS):
-        if key in notes:
-            text = f"{text} ({notes[key]})"
+    if key in DEPLOY_TIME_KEYS:
+        text = f"{text}. Deploy time: {DEPLOY_TIME_KEYS[key]}"
+    if key in NLB_KEYS:
+        text = f"{text}. NLB: {NLB_KEYS[key]}"
     return text
 
 
