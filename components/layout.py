@@ -158,7 +158,14 @@ FUNCTIONS: tuple[FunctionSpec, ...] = (
         handler="handlers.check_status.handler",
         timeout_seconds=300,
         memory_mb=1024,
-        description="GetDICOMImportJob; on completion read the results, record, clean up",
+        description="GetDICOMImportJob; record the job's progress",
+    ),
+    FunctionSpec(
+        name="record_results",
+        handler="handlers.record_results.handler",
+        timeout_seconds=300,
+        memory_mb=1024,
+        description="read the import results, record image sets and failures, quarantine, clean up",
     ),
     FunctionSpec(
         name="failure",
