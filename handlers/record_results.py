@@ -1,0 +1,123 @@
+"""Record Results (state ``RecordResults``): COMPLETED is not success (DESIGN decision 4).
+
+Reads the job's output (handlers/results.py), quarantines the instances HealthImaging rejected,
+cleans up the imported ones per ``cleanup_mode``, and records the job COMPLETED (every instance
+imported) or PARTIAL (some instance failed validation or import) with its image set ids and
+per-instance failures.
+
+Input: ``{"batchId", "bucket", "manifestKey", "importJobId", "datastoreId", "outputS3Uri"}``.
+Output: ``{"status", "imageSetIds", "importedCount", "failedCount", "failedSopInstanceUids"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from handlers import aws, objects
+from handlers.jobs import JobTable, failures_for_summary
+from handlers.results import read_outcome
+from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.validation import load_manifest
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+
+@tracer.capture_method
+def record_results(event: dict[str, Any], *, s3: Any, jobs: JobTable, cleanup_mode: str) -> dict[str, Any]:
+    batch_id, bucket = event["batchId"], event["bucket"]
+    manifest = load_manifest(s3, bucket, event["manifestKey"])
+    outcome = read_outcome(s3, event["outputS3Uri"], event["datastoreId"], event["importJobId"])
+    by_key = {i.key: i for i in manifest.instances}
+
+    failures: list[dict[str, Any]] = []
+    for key, reason in sorted(outcome.failed.items()):
+        instance = by_key.get(key)
+        sop_uid = instance.sop_instance_uid if instance else ""
+        objects.quarantine(
+            s3,
+            bucket,
+            batch_id,
+            manifest.prefix,
+            key,
+            sop_instance_uid=sop_uid,
+            stage="import",
+            reason=reason,
+        )
+        failures.append({"sopInstanceUid": sop_uid, "stage": "import", "reason": reason, "key": key})
+
+    # Instances quarantined at validation are part of this batch's outcome too.
+    not_in_output = [
+        v for v in manifest.instances if v.key not in outcome.imported_keys and v.key not in outcome.failed
+    ]
+    for instance in not_in_output:
+        earlier = objects.read_reason(s3, bucket, batch_id, manifest.prefix, instance.key)
+        if earlier is not None:
+            failures.append(
+                {
+                    "sopInstanceUid": instance.sop_instance_uid,
+                    "stage": earlier.get("stage", ""),
+                    "reason": earlier.get("reason", ""),
+                    "key": instance.key,
+                }
+            )
+
+    imported = sorted(k for k in outcome.imported_keys if k in by_key)
+    cleaned = objects.clean_up(s3, bucket, imported, cleanup_mode)
+    status = "PARTIAL" if failures else "COMPLETED"
+    failed_uids = sorted({f["sopInstanceUid"] for f in failures if f["sopInstanceUid"]})
+    jobs.record(
+        batch_id,
+        status,
+        details={
+            "importJobId": event["importJobId"],
+            "imported": len(imported),
+            "failed": len(failures),
+            "cleanup": cleanup_mode,
+        },
+        summary={
+            "imageSetIds": outcome.image_set_ids,
+            "nonPrimaryImageSetIds": outcome.non_primary_image_set_ids,
+            "importedCount": len(imported),
+            "failedCount": len(failures),
+            "failures": failures_for_summary(failures),
+            "cleanedUp": cleaned,
+        },
+    )
+    metrics.add_metric(name="InstancesImported", unit=MetricUnit.Count, value=len(imported))
+    metrics.add_metric(name="InstancesFailed", unit=MetricUnit.Count, value=len(failures))
+    metrics.add_metric(name=f"Jobs{status.title()}", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "import recorded",
+        extra={
+            "batchId": batch_id,
+            "status": status,
+            "imported": len(imported),
+            "failed": len(failures),
+            "imageSets": len(outcome.image_set_ids),
+        },
+    )
+    return {
+        "status": status,
+        "imageSetIds": outcome.image_set_ids,
+        "importedCount": len(imported),
+        "failedCount": len(failures),
+        "failedSopInstanceUids": failed_uids,
+    }
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    env = environment()
+    return record_results(
+        event,
+        s3=aws.client("s3"),
+        jobs=JobTable(aws.client("dynamodb"), env.resources.job_table, env.settings.job_ttl_days),
+        cleanup_mode=env.settings.cleanup_mode,
+    )

@@ -1,0 +1,135 @@
+"""Start Import (state ``StartImport``): validate a sealed batch, quarantine what HealthImaging
+would reject, and start exactly one import job for the rest (clientToken = batch id).
+
+Input: ``{"batchId", "bucket", "manifestKey"}``. Output: ``{"importJobId", "datastoreId",
+"outputS3Uri", "validCount", "quarantinedCount"}``. Raises ``NoValidInstances`` when nothing is
+left to import, ``Throttled``/``TransientError`` when a retry can help.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import ClientError
+
+from handlers import aws, objects
+from handlers.errors import NoValidInstances, classify
+from handlers.jobs import JobTable, failures_for_summary
+from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.validation import load_manifest, validate_batch
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+
+def output_s3_uri(results_bucket: str, batch_id: str) -> str:
+    return f"s3://{results_bucket}/{batch_id}/"
+
+
+@tracer.capture_method
+def start_import(
+    event: dict[str, Any],
+    *,
+    s3: Any,
+    ahi: Any,
+    jobs: JobTable,
+    datastore_id: str,
+    import_role_arn: str,
+    results_bucket: str,
+) -> dict[str, Any]:
+    batch_id, bucket = event["batchId"], event["bucket"]
+    manifest = load_manifest(s3, bucket, event["manifestKey"])
+    verdicts = validate_batch(s3, bucket, manifest)
+    invalid = [v for v in verdicts if v.reason is not None]
+    for verdict in invalid:
+        if not verdict.already_quarantined:
+            objects.quarantine(
+                s3,
+                bucket,
+                batch_id,
+                manifest.prefix,
+                verdict.instance.key,
+                sop_instance_uid=verdict.instance.sop_instance_uid,
+                stage="validation",
+                reason=verdict.reason or "",
+            )
+    failures = [
+        {"sopInstanceUid": v.instance.sop_instance_uid, "stage": "validation", "reason": v.reason}
+        for v in invalid
+    ]
+    valid = [v.instance for v in verdicts if v.reason is None]
+    studies = Counter(i.study_instance_uid for i in manifest.instances)
+    jobs.record_studies(batch_id, studies)
+    jobs.record(
+        batch_id,
+        "VALIDATED",
+        details={"valid": len(valid), "quarantined": len(invalid)},
+        summary={
+            "callingAeTitle": manifest.calling_ae_title or None,
+            "calledAeTitle": manifest.called_ae_title or None,
+            "manifestKey": event["manifestKey"],
+            "prefix": manifest.prefix,
+            "instanceCount": len(manifest.instances),
+            "totalBytes": manifest.total_bytes,
+            "validCount": len(valid),
+            "quarantinedCount": len(invalid),
+            "studyInstanceUids": sorted(studies),
+            "failures": failures_for_summary(failures),
+        },
+    )
+    metrics.add_metric(name="InstancesValidated", unit=MetricUnit.Count, value=len(verdicts))
+    metrics.add_metric(name="InstancesQuarantined", unit=MetricUnit.Count, value=len(invalid))
+    if not valid:
+        raise NoValidInstances(f"batch {batch_id}: all {len(invalid)} instances failed validation")
+
+    output_uri = output_s3_uri(results_bucket, batch_id)
+    try:
+        started = ahi.start_dicom_import_job(
+            jobName=batch_id,
+            clientToken=batch_id,
+            datastoreId=datastore_id,
+            dataAccessRoleArn=import_role_arn,
+            inputS3Uri=f"s3://{bucket}/{manifest.prefix}",
+            outputS3Uri=output_uri,
+        )
+    except ClientError as exc:
+        raise classify(exc) from exc
+    job_id = started["jobId"]
+    jobs.record(
+        batch_id,
+        "SUBMITTED",
+        details={"importJobId": job_id},
+        summary={"importJobId": job_id, "datastoreId": datastore_id, "outputS3Uri": output_uri},
+    )
+    metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "import job started",
+        extra={"batchId": batch_id, "importJobId": job_id, "valid": len(valid), "quarantined": len(invalid)},
+    )
+    return {
+        "importJobId": job_id,
+        "datastoreId": datastore_id,
+        "outputS3Uri": output_uri,
+        "validCount": len(valid),
+        "quarantinedCount": len(invalid),
+    }
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    env = environment()
+    return start_import(
+        event,
+        s3=aws.client("s3"),
+        ahi=aws.client("medical-imaging", retries=aws.NO_SDK_RETRIES),
+        jobs=JobTable(aws.client("dynamodb"), env.resources.job_table, env.settings.job_ttl_days),
+        datastore_id=env.resources.datastore_id,
+        import_role_arn=env.resources.import_role_arn,
+        results_bucket=env.resources.results_bucket,
+    )
