@@ -67,6 +67,9 @@ class ScpSettings(Settings):
     tls_require_client_cert: bool = Field(False, description="Require and verify a client certificate")
     health_port: int = Field(8080, ge=0, le=65535, description="HTTP port for /healthz /readyz /metrics")
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, let associations finish this long")
+    emf_interval_seconds: float = Field(
+        60.0, gt=0, description="Seconds between CloudWatch EMF metric lines on stdout (when active)"
+    )
     task_id: str = Field("", description="Task identifier recorded in manifests (default: hostname)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 

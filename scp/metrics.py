@@ -1,0 +1,135 @@
+"""Counters for /metrics (Prometheus text) and CloudWatch Embedded Metric Format lines.
+
+Cheap per instance (a lock and a few additions); the EMF window is drained by the
+housekeeping thread, so stdout gets one EMF line per interval with activity, not one per image.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+
+NAMESPACE = "DicomIngest/Scp"
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+EMF_MAX_VALUES = 100  # EMF accepts at most 100 values per metric in one line
+
+
+class Metrics:
+    def __init__(self, *, rng: random.Random | None = None):
+        self._lock = threading.Lock()
+        self._rng = rng or random.Random()
+        self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
+        self._latency_count = 0
+        self._window = self._new_window()
+
+    @staticmethod
+    def _new_window() -> dict:
+        return {
+            "Instances": 0,
+            "Bytes": 0,
+            "StoreFailures": 0,
+            "Associations": 0,
+            "RejectedAssociations": 0,
+            "BatchesSealed": 0,
+            "latency": [],
+            "seen": 0,
+        }
+
+    def _inc(self, name: str, value: float = 1.0, **labels: str) -> None:
+        self._counters[(name, tuple(sorted(labels.items())))] += value
+
+    def stored(self, size: int, seconds: float) -> None:
+        with self._lock:
+            self._inc("dicom_scp_instances_stored_total")
+            self._inc("dicom_scp_bytes_stored_total", size)
+            index = next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b), len(LATENCY_BUCKETS))
+            self._buckets[index] += 1
+            self._latency_sum += seconds
+            self._latency_count += 1
+            window = self._window
+            window["Instances"] += 1
+            window["Bytes"] += size
+            window["seen"] += 1
+            sample = window["latency"]
+            if len(sample) < EMF_MAX_VALUES:  # reservoir sample of the interval's latencies
+                sample.append(round(seconds * 1000, 3))
+            else:
+                slot = self._rng.randrange(window["seen"])
+                if slot < EMF_MAX_VALUES:
+                    sample[slot] = round(seconds * 1000, 3)
+
+    def store_failed(self, reason: str) -> None:
+        with self._lock:
+            self._inc("dicom_scp_store_failures_total", reason=reason)
+            self._window["StoreFailures"] += 1
+
+    def association(self, outcome: str) -> None:
+        """outcome: release, abort, idle, shutdown, or rejected-<why>."""
+        with self._lock:
+            self._inc("dicom_scp_associations_total", outcome=outcome)
+            key = "RejectedAssociations" if outcome.startswith("rejected") else "Associations"
+            self._window[key] += 1
+
+    def sealed(self, reason: str) -> None:
+        with self._lock:
+            self._inc("dicom_scp_batches_sealed_total", reason=reason)
+            self._window["BatchesSealed"] += 1
+
+    def manifest_failed(self) -> None:
+        with self._lock:
+            self._inc("dicom_scp_manifest_failures_total")
+
+    def prometheus(self, gauges: dict[str, float]) -> str:
+        lines: list[str] = []
+        with self._lock:
+            for name in sorted({n for n, _ in self._counters}):
+                lines.append(f"# TYPE {name} counter")
+                for (n, labels), value in sorted(self._counters.items()):
+                    if n == name:
+                        label_text = ",".join(f'{k}="{v}"' for k, v in labels)
+                        lines.append(f"{name}{{{label_text}}} {value:g}" if labels else f"{name} {value:g}")
+            name = "dicom_scp_store_latency_seconds"
+            lines.append(f"# TYPE {name} histogram")
+            cumulative = 0
+            for bound, count in zip(LATENCY_BUCKETS, self._buckets, strict=False):
+                cumulative += count
+                lines.append(f'{name}_bucket{{le="{bound:g}"}} {cumulative}')
+            lines.append(f'{name}_bucket{{le="+Inf"}} {self._latency_count}')
+            lines.append(f"{name}_sum {self._latency_sum:.6f}")
+            lines.append(f"{name}_count {self._latency_count}")
+        for name, value in sorted(gauges.items()):
+            lines.append(f"# TYPE {name} gauge")
+            lines.append(f"{name} {value:g}")
+        return "\n".join(lines) + "\n"
+
+    def drain_emf(
+        self, dimensions: dict[str, str], properties: dict[str, str], now: float | None = None
+    ) -> dict | None:
+        """The EMF document for the activity since the last drain, or None when there was none."""
+        with self._lock:
+            window, self._window = self._window, self._new_window()
+        latency = window.pop("latency")
+        window.pop("seen")
+        if not any(window.values()):
+            return None
+        units = {"Bytes": "Bytes"}
+        metrics = [{"Name": name, "Unit": units.get(name, "Count")} for name in window]
+        document: dict = {
+            "_aws": {
+                "Timestamp": int((now if now is not None else time.time()) * 1000),
+                "CloudWatchMetrics": [
+                    {"Namespace": NAMESPACE, "Dimensions": [sorted(dimensions)], "Metrics": metrics}
+                ],
+            },
+            **properties,
+            **dimensions,
+            **window,
+        }
+        if latency:
+            metrics.append({"Name": "StoreLatency", "Unit": "Milliseconds"})
+            document["StoreLatency"] = latency
+        return document

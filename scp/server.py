@@ -1,0 +1,254 @@
+"""StoreScp: the durable C-STORE receiver, usable in-process (local stack, tests) and by ``python -m scp``.
+
+    scp = StoreScp(settings)
+    scp.start()                  # returns once listening; scp.port / tls_port / health_port
+    scp.stop(drain_seconds=None) # stop accepting, drain, abort the rest, seal every batch
+
+The pynetdicom AE is configured from ScpSettings; handler dependencies are bound through
+``evt_handlers`` argument lists. pynetdicom's ``STORE_RECV_CHUNKED_DATASET`` is switched on for
+the process: every received dataset is spooled to a file (memory stays flat whatever the object
+size) and stored from there without decoding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from dataclasses import replace
+from typing import Any, TextIO
+
+from pynetdicom import AE, _config, evt
+
+from components.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
+from components.layout import BatchManifest
+from components.scp_settings import ScpSettings
+from scp.access import AccessPolicy
+from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
+from scp.health import CachedCheck, HealthServer
+from scp.metrics import Metrics
+from scp.network import GatewayRequestHandler, GatewayServer, on_requested
+from scp.sessions import Sessions
+from scp.storage import Storage, open_storage
+from scp.store import StoreService, handle_store
+from scp.tls import server_context
+
+log = logging.getLogger("scp.server")
+
+READINESS_CACHE_SECONDS = 5.0
+HOUSEKEEPING_TICK = 0.25
+ABORT_GRACE_SECONDS = 10.0  # after aborting, how long the sessions get to seal
+
+
+class StoreScp:
+    def __init__(
+        self, settings: ScpSettings, *, storage: Storage | None = None, stdout: TextIO | None = None
+    ):
+        self.settings = settings
+        self.task_id = settings.task_id or socket.gethostname()
+        self.storage = storage or open_storage(
+            settings.storage_uri,
+            part_size=settings.multipart_threshold,
+            max_connections=settings.max_associations + 4,
+        )
+        self.metrics = Metrics()
+        self.port: int | None = None
+        self.tls_port: int | None = None
+        self.health_port: int | None = None
+        self._stdout = stdout or sys.stdout
+        self._stdout_lock = threading.Lock()
+        self._retry = RetryPolicy(settings.store_retries, settings.store_retry_delay)
+        self._limits = BatchLimits(
+            settings.batch_max_files, settings.batch_max_bytes, settings.batch_max_age_seconds
+        )
+        self.sessions = Sessions(self._make_writer, self.metrics)
+        self._servers: list[GatewayServer] = []
+        self._health: HealthServer | None = None
+        self._draining = threading.Event()
+        self._stopped = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+        self._storage_ready = CachedCheck(self.storage.check, READINESS_CACHE_SECONDS)
+        self._started = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def start(self) -> StoreScp:
+        if self._started:
+            return self
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.LOG_HANDLER_LEVEL = "none"  # the per-PDU debug handlers cost time on every message
+        self.storage.prepare()
+        ae = self._make_ae()
+        handlers = [
+            (evt.EVT_REQUESTED, on_requested, [self._policy(), self.metrics]),
+            (
+                evt.EVT_C_STORE,
+                handle_store,
+                [StoreService(self.storage, self.sessions, self.metrics, self._retry)],
+            ),
+        ]
+        s = self.settings
+        reuse_port = s.workers > 1
+        if s.plain_enabled:
+            server = self._listen(ae, s.port, None, handlers, reuse_port)
+            self.port = server.server_address[1]
+        if s.tls_enabled:
+            server = self._listen(ae, s.tls_port, server_context(s), handlers, reuse_port)
+            self.tls_port = server.server_address[1]
+        self._health = HealthServer(
+            (s.bind_address, s.health_port),
+            alive=lambda: not self._stopped.is_set(),
+            ready=self.readiness,
+            metrics_text=self.metrics_text,
+        )
+        self.health_port = self._health.port
+        self._health.start()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="scp-housekeeping", daemon=True)
+        self._housekeeper.start()
+        self._started = True
+        log.info(
+            "listening",
+            extra={
+                "fields": {
+                    "aeTitle": s.ae_title,
+                    "port": self.port,
+                    "tlsPort": self.tls_port,
+                    "healthPort": self.health_port,
+                    "storage": self.storage.description,
+                    "taskId": self.task_id,
+                }
+            },
+        )
+        return self
+
+    def stop(self, drain_seconds: float | None = None) -> None:
+        """Stop accepting, let associations finish within the drain window, abort the rest, seal."""
+        if not self._started or self._stopped.is_set():
+            return
+        drain = self.settings.drain_seconds if drain_seconds is None else drain_seconds
+        self._draining.set()
+        for server in self._servers:
+            server.shutdown()  # stops the accept loop and closes the listening socket
+        log.info("draining", extra={"fields": {"associations": self.sessions.count(), "drainSeconds": drain}})
+        if not self.sessions.wait_empty(drain):
+            remaining = self.sessions.all()
+            log.warning("drain window over, aborting", extra={"fields": {"associations": len(remaining)}})
+            for session in remaining:
+                session.shutdown_requested = True
+                session.assoc.abort()
+            self.sessions.wait_empty(ABORT_GRACE_SECONDS)
+        for session in self.sessions.all():  # only if an association thread is stuck
+            if session.open_writer is not None:
+                session.open_writer.seal("shutdown")
+        self._stopped.set()
+        if self._housekeeper:
+            self._housekeeper.join()
+        self._emit_emf()
+        if self._health:
+            self._health.stop()
+        log.info("stopped", extra={"fields": {"taskId": self.task_id}})
+
+    def __enter__(self) -> StoreScp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- status ---------------------------------------------------------------------------
+    def readiness(self) -> tuple[bool, str]:
+        if self._draining.is_set():
+            return False, "draining"
+        return self._storage_ready()
+
+    def metrics_text(self) -> str:
+        ready, _ = self.readiness()
+        return self.metrics.prometheus(
+            {"dicom_scp_active_associations": self.sessions.count(), "dicom_scp_ready": 1 if ready else 0}
+        )
+
+    def readiness_line(self) -> str:
+        return json.dumps(
+            {
+                "event": "listening",
+                "port": self.port,
+                "tlsPort": self.tls_port,
+                "healthPort": self.health_port,
+            }
+        )
+
+    # --- internals ------------------------------------------------------------------------
+    def _make_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        ae.maximum_associations = s.max_associations
+        ae.acse_timeout = s.acse_timeout
+        ae.dimse_timeout = s.dimse_timeout
+        ae.network_timeout = s.network_timeout
+        ae.maximum_pdu_size = s.max_pdu
+        ae.require_called_aet = False  # AccessPolicy decides, with the precise reject reason
+        ae.require_calling_aet = []
+        ae.add_supported_context(VERIFICATION_SOP_CLASS, list(TRANSFER_SYNTAXES))
+        for sop_class in accepted_sop_classes(s.sop_classes):
+            ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+        return ae
+
+    def _policy(self) -> AccessPolicy:
+        s = self.settings
+        return AccessPolicy(
+            s.ae_title,
+            require_called_ae=s.require_called_ae,
+            allowed_calling_aes=s.allowed_calling_aes,
+            allowed_cidrs=s.allowed_cidrs,
+        )
+
+    def _listen(self, ae: AE, port: int, ssl_context: Any, handlers: list, reuse_port: bool) -> GatewayServer:
+        server = ae.make_server(
+            (self.settings.bind_address, port),
+            ssl_context=ssl_context,
+            evt_handlers=handlers,
+            server_class=GatewayServer,
+            request_handler=GatewayRequestHandler,
+            sessions=self.sessions,
+            reuse_port=reuse_port,
+        )
+        ae._servers.append(server)  # pynetdicom's server.shutdown() removes it from there
+        name = "scp-accept-tls" if ssl_context else "scp-accept"
+        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+        self._servers.append(server)
+        return server
+
+    def _make_writer(self, origin: Origin) -> BatchWriter:
+        return BatchWriter(
+            self.storage,
+            replace(origin, task_id=self.task_id),
+            self._limits,
+            self._retry,
+            on_sealed=self._on_sealed,
+            on_manifest_failed=lambda batch_id: self.metrics.manifest_failed(),
+        )
+
+    def _on_sealed(self, manifest: BatchManifest) -> None:
+        self.metrics.sealed(manifest.seal_reason)
+
+    def _housekeeping(self) -> None:
+        """Age rollover of idle-but-open associations, and the periodic EMF line."""
+        next_emf = time.monotonic() + self.settings.emf_interval_seconds
+        while not self._stopped.wait(HOUSEKEEPING_TICK):
+            for session in self.sessions.all():
+                if session.open_writer is not None:
+                    session.open_writer.seal_if_expired()
+            if time.monotonic() >= next_emf:
+                self._emit_emf()
+                next_emf = time.monotonic() + self.settings.emf_interval_seconds
+
+    def _emit_emf(self) -> None:
+        document = self.metrics.drain_emf({"Service": "dicom-scp"}, {"TaskId": self.task_id})
+        if document is not None:
+            self.write_stdout(json.dumps(document))
+
+    def write_stdout(self, line: str) -> None:
+        with self._stdout_lock:
+            self._stdout.write(line + "\n")
+            self._stdout.flush()

@@ -1,0 +1,149 @@
+"""``s3://bucket[/prefix]`` backend: PUTs that S3 verifies (ChecksumSHA256), multipart for large files.
+
+The client is built lazily with botocore's own retries off: ``with_retries`` is the one retry
+policy, so a failure reaches the sender as 0xA700 within a bounded time. boto3 honours
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3`` itself (moto in tests, VPC endpoints in AWS).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from scp.storage.base import StorageError, StoredObject, file_sha256
+
+DICOM_CONTENT_TYPE = "application/dicom"
+MAX_PARTS = 10_000
+# Client errors that are worth another try; other 4xx are permanent (no bucket, denied, ...).
+_TRANSIENT_CODES = {"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "BadDigest"}
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def _storage_error(exc: Exception, what: str) -> StorageError:
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.get("Code", "")
+        transient = status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+        return StorageError(f"{what}: S3 {code or status}", transient=transient)
+    return StorageError(f"{what}: {type(exc).__name__}: {exc}", transient=True)
+
+
+class S3Storage:
+    def __init__(self, bucket: str, prefix: str, *, part_size: int, max_connections: int = 32):
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.part_size = part_size
+        self.max_connections = max_connections
+        self.description = f"s3://{bucket}/{self.prefix}"
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        with self._client_lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                self._client = boto3.session.Session().client(
+                    "s3",
+                    config=Config(
+                        retries={"total_max_attempts": 1},
+                        connect_timeout=5,
+                        read_timeout=60,
+                        max_pool_connections=self.max_connections,
+                    ),
+                )
+            return self._client
+
+    def full_key(self, key: str) -> str:
+        return self.prefix + key
+
+    def prepare(self) -> None:
+        self.client  # noqa: B018  build the client (and read credentials) before the first store
+
+    def check(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:  # any failure means not ready
+            raise _storage_error(exc, f"bucket {self.bucket}") from exc
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
+        digest = hashlib.sha256(data)
+        self._put_object(key, data, digest, content_type)
+        return StoredObject(key=key, size=len(data), sha256=digest.hexdigest())
+
+    def put_file(self, key: str, path: Path) -> StoredObject:
+        try:
+            size = path.stat().st_size
+            if size < self.part_size:
+                data = path.read_bytes()
+                return self.put_bytes(key, data, DICOM_CONTENT_TYPE)
+            sha256 = file_sha256(path)
+        except OSError as exc:
+            raise StorageError(f"reading the spooled object failed: {exc}", transient=False) from exc
+        self._put_multipart(key, path, size, sha256)
+        return StoredObject(key=key, size=size, sha256=sha256)
+
+    def _put_object(self, key: str, data: bytes, digest: Any, content_type: str) -> None:
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
+                Metadata={"sha256": digest.hexdigest()},
+            )
+        except Exception as exc:
+            raise _storage_error(exc, f"PUT {key}") from exc
+
+    def _put_multipart(self, key: str, path: Path, size: int, sha256: str) -> None:
+        """One part in memory at a time: memory stays flat whatever the object size."""
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        try:
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                ContentType=DICOM_CONTENT_TYPE,
+                ChecksumAlgorithm="SHA256",
+                Metadata={"sha256": sha256},
+            )["UploadId"]
+        except Exception as exc:
+            raise _storage_error(exc, f"multipart start {key}") from exc
+        try:
+            parts = []
+            with path.open("rb") as source:
+                number = 1
+                while chunk := source.read(part_size):
+                    checksum = _b64_sha256(chunk)
+                    etag = self.client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                        ChecksumSHA256=checksum,
+                    )["ETag"]
+                    parts.append({"PartNumber": number, "ETag": etag, "ChecksumSHA256": checksum})
+                    number += 1
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except Exception as exc:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            except Exception:  # best effort: a lifecycle rule cleans up leftovers
+                pass
+            if isinstance(exc, OSError):
+                raise StorageError(f"reading the spooled object failed: {exc}", transient=False) from exc
+            raise _storage_error(exc, f"multipart {key}") from exc

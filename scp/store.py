@@ -1,0 +1,152 @@
+"""The C-STORE service: durable write first, then the status.
+
+Statuses sent (PS3.4 B.2.3 / PS3.7 C):
+- 0x0000 Success: the object is durable in storage (S3 confirmed the checksummed PUT, or the
+  file is fsynced) and listed in its batch.
+- 0xA700 Refused, out of resources: storage failed after the bounded retries (or failed
+  permanently). Nothing was acknowledged; the sender keeps the image and may retry.
+- 0xC210 Cannot understand: the dataset header could not be parsed.
+- 0xC212 Cannot understand: Study/Series/SOP Instance UID missing or not a valid UID, so the
+  instance has no place in the key layout.
+- 0xC211 (pynetdicom) unexpected error in this handler.
+The dataset is never decoded for storage: the spooled Part 10 file (pynetdicom's file meta +
+the bytes received) is what is stored; only the header up to Pixel Data is read for the UIDs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+
+from components.layout import ManifestInstance
+from scp.batching import RetryPolicy
+from scp.metrics import Metrics
+from scp.sessions import Sessions
+from scp.storage import Storage, StorageError, with_retries
+
+log = logging.getLogger("scp.store")
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+HEADER_UNPARSEABLE = 0xC210
+IDENTIFIERS_INVALID = 0xC212
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_HEADER_TAGS = [0x0020000D, 0x0020000E]  # StudyInstanceUID, SeriesInstanceUID
+
+
+class HeaderError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _uid(value: Any, name: str) -> str:
+    text = str(value or "").strip(" \x00")
+    if len(text) > 64 or not _UID.match(text):
+        raise HeaderError(IDENTIFIERS_INVALID, f"{name} missing or not a valid UID")
+    return text
+
+
+@dataclass(frozen=True)
+class Identity:
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+def read_identity(path: Path, request: Any) -> Identity:
+    """Study/Series UIDs from the header (stops before Pixel Data); SOP UIDs from the request."""
+    try:
+        dataset = dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        study, series = dataset.get("StudyInstanceUID"), dataset.get("SeriesInstanceUID")
+    except Exception as exc:  # pydicom raises many kinds (InvalidDicomError, zlib.error, ...)
+        raise HeaderError(HEADER_UNPARSEABLE, f"header cannot be parsed: {type(exc).__name__}") from exc
+    return Identity(
+        study_uid=_uid(study, "StudyInstanceUID"),
+        series_uid=_uid(series, "SeriesInstanceUID"),
+        sop_class_uid=_uid(request.AffectedSOPClassUID, "AffectedSOPClassUID"),
+        sop_instance_uid=_uid(request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID"),
+    )
+
+
+@dataclass(frozen=True)
+class StoreService:
+    storage: Storage
+    sessions: Sessions
+    metrics: Metrics
+    retry: RetryPolicy
+
+
+def handle_store(event: Any, service: StoreService) -> int:
+    """EVT_C_STORE handler (bound with ``[service]``); runs in the association's thread."""
+    started = time.perf_counter()
+    session = service.sessions.get(event.assoc)
+    request = event.request
+    try:
+        identity = read_identity(event.dataset_path, request)
+    except HeaderError as exc:
+        session.failures += 1
+        service.metrics.store_failed("header")
+        log.warning(
+            "instance refused",
+            extra={
+                "fields": {"status": f"0x{exc.status:04X}", "reason": str(exc), "peer": session.peer_address}
+            },
+        )
+        return exc.status
+
+    writer = session.writer
+    batch = writer.reserve()
+    key = batch.instance_key(identity.study_uid, identity.series_uid, identity.sop_instance_uid)
+    try:
+        stored = with_retries(
+            lambda: service.storage.put_file(key, event.dataset_path),
+            retries=service.retry.retries,
+            first_delay=service.retry.first_delay,
+            what=key,
+        )
+    except StorageError as exc:
+        writer.release(batch)
+        session.failures += 1
+        service.metrics.store_failed("storage")
+        log.error(
+            "instance not stored",
+            extra={
+                "fields": {
+                    "status": "0xA700",
+                    "sopInstanceUid": identity.sop_instance_uid,
+                    "batchId": batch.batch_id,
+                    "error": str(exc),
+                }
+            },
+        )
+        return OUT_OF_RESOURCES
+    except BaseException:
+        writer.release(batch)
+        raise
+
+    writer.commit(
+        batch,
+        ManifestInstance(
+            key=key,
+            sop_class_uid=identity.sop_class_uid,
+            sop_instance_uid=identity.sop_instance_uid,
+            study_instance_uid=identity.study_uid,
+            series_instance_uid=identity.series_uid,
+            transfer_syntax_uid=str(event.context.transfer_syntax),
+            size=stored.size,
+            sha256=stored.sha256,
+        ),
+    )
+    session.instances += 1
+    session.bytes += stored.size
+    service.metrics.stored(stored.size, time.perf_counter() - started)
+    return SUCCESS

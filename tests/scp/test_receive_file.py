@@ -1,0 +1,150 @@
+"""The SCP as its own process on the filesystem backend, with dcmtk and pynetdicom as senders."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from components.dicom_support import TRANSFER_SYNTAXES
+from tests.scp.dicom_factory import _dataset_offset, dataset_bytes, write_instance
+from tests.scp.harness import ScpProcess, associate, http_get, send_files
+from tests.scp.manifests import sha256_hex, wait_file_manifests
+
+CALLING_AES = "CT1,TESTSCU,ECHOSCU,STORESCU"
+
+
+@pytest.fixture(scope="module")
+def scp(tmp_path_factory):
+    work = tmp_path_factory.mktemp("scp-file")
+    process = ScpProcess(
+        {
+            "SCP_STORAGE_URI": f"file://{work / 'store'}",
+            "SCP_ALLOWED_CALLING_AES": CALLING_AES,
+            "SCP_EMF_INTERVAL_SECONDS": "0.2",
+        },
+        work,
+    )
+    process.store = work / "store"
+    yield process
+    assert process.stop() == 0
+
+
+def test_echo_with_dcmtk(scp):
+    result = subprocess.run(
+        ["echoscu", "-aec", "AHI-GATEWAY", "-aet", "ECHOSCU", "127.0.0.1", str(scp.port)],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_dcmtk_storescu_instances_are_stored_and_sealed_on_release(scp, tmp_path):
+    study = generate_uid()
+    files = [write_instance(tmp_path / f"{n}.dcm", study_uid=study) for n in range(3)]
+    result = subprocess.run(
+        ["storescu", "-aec", "AHI-GATEWAY", "-aet", "CT1", "127.0.0.1", str(scp.port), *map(str, files)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    sources = {dcmread(f).SOPInstanceUID: dcmread(f) for f in files}
+
+    [manifest] = wait_file_manifests(scp.store, set(sources))
+    assert manifest.seal_reason == "release"
+    assert (manifest.calling_ae_title, manifest.called_ae_title) == ("CT1", "AHI-GATEWAY")
+    assert manifest.peer_address == "127.0.0.1"
+    assert manifest.prefix == f"incoming/{manifest.opened_at:%Y/%m/%d}/{manifest.batch_id}/"
+    assert len(manifest.instances) == 3
+    for item in manifest.instances:
+        source = sources[item.sop_instance_uid]
+        assert item.key == (
+            f"{manifest.prefix}{study}/{source.SeriesInstanceUID}/{source.SOPInstanceUID}.dcm"
+        )
+        stored = (scp.store / item.key).read_bytes()
+        assert item.size == len(stored) and item.sha256 == sha256_hex(stored)
+        assert item.sop_class_uid == CTImageStorage
+        assert dcmread(scp.store / item.key).PixelData == source.PixelData
+
+
+def test_every_ahi_transfer_syntax_is_negotiated_and_stored_byte_for_byte(scp, tmp_path):
+    study = generate_uid()
+    files = {
+        ts: write_instance(tmp_path / f"{ts}.dcm", transfer_syntax=ts, study_uid=study)
+        for ts in TRANSFER_SYNTAXES
+    }
+    statuses = send_files(scp.port, list(files.values()))
+    assert statuses == [0x0000] * len(files)
+
+    uids = {str(dcmread(path, stop_before_pixels=True).SOPInstanceUID): ts for ts, path in files.items()}
+    [manifest] = wait_file_manifests(scp.store, set(uids))
+    by_uid = {i.sop_instance_uid: i for i in manifest.instances}
+    for uid, ts in uids.items():
+        item = by_uid[uid]
+        assert item.transfer_syntax_uid == ts
+        stored_path = scp.store / item.key
+        assert dataset_bytes(stored_path) == dataset_bytes(files[ts]), ts
+        assert str(dcmread(stored_path, stop_before_pixels=True).file_meta.TransferSyntaxUID) == ts
+
+
+def test_unsupported_syntax_and_sop_class_are_refused_at_negotiation(scp):
+    mpeg2 = "1.2.840.10008.1.2.4.100"
+    private_sop_class = "1.3.6.1.4.1.9590.100.1.2.1"
+    assoc = associate(
+        scp.port,
+        [
+            (MRImageStorage, mpeg2),
+            (CTImageStorage, ExplicitVRLittleEndian),
+            (private_sop_class, ExplicitVRLittleEndian),
+        ],
+    )
+    assert assoc.is_established
+    accepted = {(str(cx.abstract_syntax), cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
+    refused = {str(cx.abstract_syntax): cx.result for cx in assoc.rejected_contexts}
+    assoc.release()
+    assert accepted == {(CTImageStorage, ExplicitVRLittleEndian)}
+    assert refused == {MRImageStorage: 0x04, private_sop_class: 0x03}  # PS3.8 transfer syntax / abstract
+
+
+def test_unparseable_header_and_missing_identifiers_fail_with_c2xx(scp, tmp_path):
+    good = write_instance(tmp_path / "good.dcm")
+    no_study = write_instance(tmp_path / "nostudy.dcm")
+    ds = dcmread(no_study)
+    del ds.StudyInstanceUID
+    ds.save_as(no_study, enforce_file_format=True)
+    deflated = write_instance(tmp_path / "deflated.dcm", transfer_syntax="1.2.840.10008.1.2.1.99")
+    raw = deflated.read_bytes()
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(raw[: _dataset_offset(raw)] + b"\xde\xad\xbe\xef" * 8)  # not a deflate stream
+
+    assert send_files(scp.port, [broken, no_study, good]) == [0xC210, 0xC212, 0x0000]
+
+
+def test_called_and_calling_ae_are_checked_with_precise_reject_reasons(scp):
+    wrong_called = associate(scp.port, [(CTImageStorage, ExplicitVRLittleEndian)], called_ae="NOT-US")
+    unknown_calling = associate(scp.port, [(CTImageStorage, ExplicitVRLittleEndian)], calling_ae="STRANGER")
+    for assoc, reason in ((wrong_called, 0x07), (unknown_calling, 0x03)):
+        assert assoc.is_rejected
+        reject = assoc.acceptor.primitive
+        assert (reject.result, reject.result_source, reject.diagnostic) == (0x01, 0x01, reason)
+
+
+def test_health_metrics_and_emf(scp, tmp_path):
+    assert http_get(scp.health_port, "/healthz")[0] == 200
+    status, body = http_get(scp.health_port, "/readyz")
+    assert status == 200 and '"ok": true' in body
+    assert send_files(scp.port, [write_instance(tmp_path / "m.dcm")]) == [0]
+    status, text = http_get(scp.health_port, "/metrics")
+    assert status == 200
+    assert "dicom_scp_instances_stored_total" in text and "dicom_scp_store_latency_seconds_count" in text
+    emf = [d for d in scp.emf_documents() if d.get("Instances")]
+    assert emf, "no EMF line with stored instances"
+    assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DicomIngest/Scp"
+
+
+def test_no_phi_in_logs_or_metrics(scp):
+    logs = scp.stderr() + "\n".join(scp.stdout_lines)
+    assert "SYNTHETIC^TEST" not in logs and "SYN-0001" not in logs
+    assert any(line.get("event") == "association" and line.get("outcome") == "release" for line in scp.logs())
