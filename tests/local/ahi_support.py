@@ -80,9 +80,17 @@ def put_series(
     series_uid = generate_uid()
     sop_uids = tuple(generate_uid() for _ in range(count))
     for number, sop_uid in enumerate(sop_uids, start=1):
-        body = dicom_bytes(study_uid, series_uid, sop_uid, instance_number=number, **kwargs)
-        s3.put_object(Bucket=bucket, Key=f"{prefix}{study_uid}/{series_uid}/{sop_uid}.dcm", Body=body)
+        put_instance(s3, bucket, prefix, study_uid, series_uid, sop_uid, instance_number=number, **kwargs)
     return Study(study_uid, series_uid, sop_uids)
+
+
+def put_instance(
+    s3: Any, bucket: str, prefix: str, study_uid: str, series_uid: str, sop_uid: str, **kwargs: Any
+) -> str:
+    """Write one instance at ``prefix``<study>/<series>/<sop>.dcm; return its key."""
+    key = f"{prefix}{study_uid}/{series_uid}/{sop_uid}.dcm"
+    s3.put_object(Bucket=bucket, Key=key, Body=dicom_bytes(study_uid, series_uid, sop_uid, **kwargs))
+    return key
 
 
 def medical_imaging(url: str, **config: Any) -> Any:
