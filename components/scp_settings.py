@@ -50,7 +50,11 @@ class ScpSettings(Settings):
     acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association messages")
     dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for DIMSE messages")
     network_timeout: float = Field(60.0, gt=0, description="Idle seconds before an association is aborted")
-    max_pdu: int = Field(0, ge=0, description="Maximum PDU length we receive (0 = unlimited)")
+    max_pdu: int = Field(
+        1024 * 1024,
+        ge=0,
+        description="Maximum PDU length we receive; bounds memory per association (0 = unlimited)",
+    )
     batch_max_files: int = Field(5000, ge=1, le=100000, description="Roll a batch over at this many files")
     batch_max_bytes: int = Field(10 * 1024**3, ge=1, description="Roll a batch over at this many bytes")
     batch_max_age_seconds: float = Field(300.0, gt=0, description="Roll a batch over at this age")
@@ -67,9 +71,6 @@ class ScpSettings(Settings):
     tls_require_client_cert: bool = Field(False, description="Require and verify a client certificate")
     health_port: int = Field(8080, ge=0, le=65535, description="HTTP port for /healthz /readyz /metrics")
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, let associations finish this long")
-    emf_interval_seconds: float = Field(
-        60.0, gt=0, description="Seconds between CloudWatch EMF metric lines on stdout (when active)"
-    )
     task_id: str = Field("", description="Task identifier recorded in manifests (default: hostname)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 
 NAMESPACE = "DicomIngest/Scp"
+EMF_INTERVAL_SECONDS = 60.0  # one EMF line per minute with activity, and one at shutdown
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 EMF_MAX_VALUES = 100  # EMF accepts at most 100 values per metric in one line
 

@@ -234,14 +234,14 @@ class StoreScp:
 
     def _housekeeping(self) -> None:
         """Age rollover of idle-but-open associations, and the periodic EMF line."""
-        next_emf = time.monotonic() + self.settings.emf_interval_seconds
+        next_emf = time.monotonic() + self.emf_interval
         while not self._stopped.wait(HOUSEKEEPING_TICK):
             for session in self.sessions.all():
                 if session.open_writer is not None:
                     session.open_writer.seal_if_expired()
             if time.monotonic() >= next_emf:
                 self._emit_emf()
-                next_emf = time.monotonic() + self.settings.emf_interval_seconds
+                next_emf = time.monotonic() + self.emf_interval
 
     def _emit_emf(self) -> None:
         document = self.metrics.drain_emf({"Service": "dicom-scp"}, {"TaskId": self.task_id})

@@ -101,6 +101,7 @@ class S3Storage:
                 Key=key,
                 Body=data,
                 ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
                 Metadata={"sha256": digest.hexdigest()},
             )
@@ -132,6 +133,7 @@ class S3Storage:
                         UploadId=upload_id,
                         PartNumber=number,
                         Body=chunk,
+                        ChecksumAlgorithm="SHA256",
                         ChecksumSHA256=checksum,
                     )["ETag"]
                     parts.append({"PartNumber": number, "ETag": etag, "ChecksumSHA256": checksum})

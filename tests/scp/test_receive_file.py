@@ -23,7 +23,6 @@ def scp(tmp_path_factory):
         {
             "SCP_STORAGE_URI": f"file://{work / 'store'}",
             "SCP_ALLOWED_CALLING_AES": CALLING_AES,
-            "SCP_EMF_INTERVAL_SECONDS": "0.2",
         },
         work,
     )
@@ -131,7 +130,7 @@ def test_called_and_calling_ae_are_checked_with_precise_reject_reasons(scp):
         assert (reject.result, reject.result_source, reject.diagnostic) == (0x01, 0x01, reason)
 
 
-def test_health_metrics_and_emf(scp, tmp_path):
+def test_health_and_metrics(scp, tmp_path):
     assert http_get(scp.health_port, "/healthz")[0] == 200
     status, body = http_get(scp.health_port, "/readyz")
     assert status == 200 and '"ok": true' in body
@@ -139,9 +138,6 @@ def test_health_metrics_and_emf(scp, tmp_path):
     status, text = http_get(scp.health_port, "/metrics")
     assert status == 200
     assert "dicom_scp_instances_stored_total" in text and "dicom_scp_store_latency_seconds_count" in text
-    emf = [d for d in scp.emf_documents() if d.get("Instances")]
-    assert emf, "no EMF line with stored instances"
-    assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "DicomIngest/Scp"
 
 
 def test_no_phi_in_logs_or_metrics(scp):
