@@ -53,7 +53,8 @@ class AhiEmulator:
         )
         bucket = TokenBucket(start_rate_limit) if start_rate_limit else None
         self._operations = Operations(self._registry, self._catalog, self._runner, self._faults, bucket)
-        self._server = ApiServer(ApiModel(), self._operations.handlers, self._faults)
+        self._api = ApiModel()
+        self._server = ApiServer(self._api, self._operations.handlers, self._faults)
         self.url: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -79,7 +80,12 @@ class AhiEmulator:
 
     # --- direct access (also reachable through the API) -----------------------------------
     def create_datastore(self, name: str) -> str:
-        """Create an ACTIVE datastore and return its id (same as the CreateDatastore API)."""
+        """Create an ACTIVE datastore and return its id (same as the CreateDatastore API).
+
+        The name is validated like CreateDatastore's ``datastoreName`` (``[A-Za-z0-9._/#-]+``,
+        1-256 characters); a bad name raises ``ValidationError``."""
+        operation = self._api.service.operation_model("CreateDatastore")
+        self._api.validate(operation, {"datastoreName": name, "clientToken": "create-datastore"})
         datastore, _ = self._registry.create_datastore(name)
         return datastore.id
 

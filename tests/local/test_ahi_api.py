@@ -13,6 +13,7 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 
+from cli.local.ahi.errors import ValidationError
 from cli.local.ahi_emulator import AhiEmulator
 from tests.local.ahi_support import (
     FAKE_CREDENTIALS,
@@ -88,6 +89,8 @@ def test_datastore_lifecycle_through_the_api(ahi, ahi_emulator):
     listed = ahi.list_datastores(datastoreStatus="ACTIVE")["datastoreSummaries"]
     assert created["datastoreId"] in {d["datastoreId"] for d in listed}
 
+    with pytest.raises(ValidationError, match="datastoreName"):
+        ahi_emulator.create_datastore("no spaces or_underscores")
     direct = ahi_emulator.create_datastore("direct")
     assert ahi.get_datastore(datastoreId=direct)["datastoreProperties"]["datastoreName"] == "direct"
 

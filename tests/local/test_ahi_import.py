@@ -13,6 +13,7 @@ from tests.local.ahi_support import (
     REGION,
     STATUS_ORDER,
     medical_imaging,
+    put_instance,
     put_series,
     read_text,
     start_import,
@@ -88,10 +89,12 @@ def test_import_a_study_completes_with_documented_results(ahi, ahi_s3, ahi_datas
     assert ahi_emulator.jobs[-1]["jobStatus"] == "COMPLETED"
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")  # the invalid UID is the point
 def test_per_file_failures_complete_the_job_with_failure_lines(ahi, ahi_s3, ahi_datastore, ahi_emulator):
     prefix = "batches/partial/"
     study = put_series(ahi_s3, INPUT_BUCKET, prefix, count=3)
     ahi_s3.put_object(Bucket=INPUT_BUCKET, Key=f"{prefix}notes/readme.txt", Body=b"not a DICOM file")
+    bad_uid_key = put_instance(ahi_s3, INPUT_BUCKET, prefix, "1.2.3.not-a-uid", study.series_uid, "1.2.3.4.5")
     rejected_sop = study.sop_uids[1]
     ahi_emulator.inject(fail_instances={rejected_sop})
 
@@ -101,15 +104,16 @@ def test_per_file_failures_complete_the_job_with_failure_lines(ahi, ahi_s3, ahi_
     folder = job_folder(ahi_datastore, started["jobId"])
 
     summary = json.loads(read_text(ahi_s3, folder + "job-output-manifest.json"))["jobSummary"]
-    assert summary["numberOfScannedFiles"] == 4
+    assert summary["numberOfScannedFiles"] == 5
     assert summary["numberOfImportedFiles"] == 2
-    assert summary["numberOfFilesWithCustomerError"] == 2
+    assert summary["numberOfFilesWithCustomerError"] == 3
     assert summary["imageSetsSummary"][0]["numberOfMatchedSOPInstances"] == 2
 
     failure_file = read_text(ahi_s3, folder + "FAILURE/failure.ndjson")
     failures = {line["inputFile"]: line for line in ndjson(failure_file)}
     rejected_key = f"{prefix}{study.study_uid}/{study.series_uid}/{rejected_sop}.dcm"
-    assert set(failures) == {f"{prefix}notes/readme.txt", rejected_key}
+    assert set(failures) == {f"{prefix}notes/readme.txt", rejected_key, bad_uid_key}
+    assert "StudyInstanceUID" in failures[bad_uid_key]["exception"]["message"]
     for line in failures.values():
         assert line["exception"]["exceptionType"] == "ValidationException"
         assert line["exception"]["message"]

@@ -9,6 +9,7 @@ Study / Series / Instance levels of the image set metadata document. Pixel data 
 from __future__ import annotations
 
 import io
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,9 @@ SERIES_LEVEL = frozenset(
 )  # fmt: skip
 # Attributes an instance cannot be imported without.
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+# UIDs the API exposes (pattern ``[0-9.]+`` in the service model).
+UID_ATTRIBUTES = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_UID = re.compile(r"[0-9.]+")
 # Element length limits applied at import (AWS HealthImaging "DICOM element constraints", excerpt).
 MAX_LENGTH = {
     "PatientName": 256, "PatientID": 256, "PatientBirthDate": 18, "PatientSex": 16,
@@ -107,6 +111,9 @@ def read_instance(key: str, data: bytes) -> ParsedInstance:
     for keyword in REQUIRED:
         if not str(dataset.get(keyword, "") or ""):
             raise InstanceRejected(f"DICOM attribute {keyword} does not exist")
+    for keyword in UID_ATTRIBUTES:
+        if not _UID.fullmatch(str(dataset.get(keyword))):
+            raise InstanceRejected(f"DICOM attribute {keyword} is not a valid UID")
     for keyword, limit in MAX_LENGTH.items():
         if len(str(dataset.get(keyword, "") or "")) > limit:
             raise InstanceRejected(f"DICOM attribute {keyword} exceeds the maximum length of {limit}")

@@ -31,6 +31,8 @@ class Faults:
     ) -> None:
         """Add faults: SOP Instance UIDs that fail per file, and counts of jobs/starts to fail."""
         with self._lock:
+            if isinstance(fail_instances, str):
+                fail_instances = [fail_instances]
             if fail_instances:
                 self._fail_instances.update(str(uid) for uid in fail_instances)
             if fail_next_jobs:

@@ -238,8 +238,8 @@ class Registry:
     def set_status(self, job_id: str, status: str, message: str | None = None) -> None:
         with self._lock:
             job = self._jobs[job_id]
-            job.status = status
             if message:
                 job.message = _NOT_IN_MESSAGE.sub("_", message)[:2048]
             if status in ("COMPLETED", "FAILED"):
                 job.ended_at = now_utc()
+            job.status = status  # last: readers outside the lock never see an end state without endedAt
