@@ -29,7 +29,7 @@ from components.scp_settings import ScpSettings
 from scp.access import AccessPolicy
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
 from scp.health import CachedCheck, HealthServer
-from scp.metrics import Metrics
+from scp.metrics import EMF_INTERVAL_SECONDS, Metrics
 from scp.network import GatewayRequestHandler, GatewayServer, on_requested
 from scp.sessions import Sessions
 from scp.storage import Storage, open_storage
@@ -45,9 +45,15 @@ ABORT_GRACE_SECONDS = 10.0  # after aborting, how long the sessions get to seal
 
 class StoreScp:
     def __init__(
-        self, settings: ScpSettings, *, storage: Storage | None = None, stdout: TextIO | None = None
+        self,
+        settings: ScpSettings,
+        *,
+        storage: Storage | None = None,
+        stdout: TextIO | None = None,
+        emf_interval: float = EMF_INTERVAL_SECONDS,
     ):
         self.settings = settings
+        self.emf_interval = emf_interval
         self.task_id = settings.task_id or socket.gethostname()
         self.storage = storage or open_storage(
             settings.storage_uri,
@@ -64,7 +70,7 @@ class StoreScp:
         self._limits = BatchLimits(
             settings.batch_max_files, settings.batch_max_bytes, settings.batch_max_age_seconds
         )
-        self.sessions = Sessions(self._make_writer, self.metrics)
+        self.sessions = Sessions(self._make_writer, self.metrics, idle_after=settings.network_timeout)
         self._servers: list[GatewayServer] = []
         self._health: HealthServer | None = None
         self._draining = threading.Event()
@@ -77,6 +83,8 @@ class StoreScp:
     def start(self) -> StoreScp:
         if self._started:
             return self
+        # Process-wide pynetdicom switches; restored by stop() for in-process users (tests, local stack).
+        self._saved_config = (_config.STORE_RECV_CHUNKED_DATASET, _config.LOG_HANDLER_LEVEL)
         _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"  # the per-PDU debug handlers cost time on every message
         self.storage.prepare()
@@ -148,6 +156,7 @@ class StoreScp:
         self._emit_emf()
         if self._health:
             self._health.stop()
+        _config.STORE_RECV_CHUNKED_DATASET, _config.LOG_HANDLER_LEVEL = self._saved_config
         log.info("stopped", extra={"fields": {"taskId": self.task_id}})
 
     def __enter__(self) -> StoreScp:

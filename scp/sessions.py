@@ -20,10 +20,18 @@ log = logging.getLogger("scp.association")
 
 
 class Session:
-    def __init__(self, assoc: Any, peer_address: str, make_writer: Callable[[Origin], BatchWriter]):
+    def __init__(
+        self,
+        assoc: Any,
+        peer_address: str,
+        make_writer: Callable[[Origin], BatchWriter],
+        idle_after: float,
+    ):
         self.assoc = assoc
         self.peer_address = peer_address
+        self.idle_after = idle_after
         self.started = time.monotonic()
+        self.last_activity = self.started
         self.instances = 0
         self.bytes = 0
         self.failures = 0
@@ -60,12 +68,18 @@ class Session:
         """The writer if this association stored anything, without creating one."""
         return self._writer
 
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
     def end_reason(self) -> str:
         if self.shutdown_requested and not self.assoc.is_released:
             return "shutdown"
         if self.assoc.is_released:
             return "release"
-        if self.assoc.dul.idle_timer_expired():
+        # pynetdicom aborts from our side when the network timeout expires; it leaves no other
+        # trace than having sent the A-ABORT, so tell idle from other aborts by the silence.
+        silent = time.monotonic() - self.last_activity >= self.idle_after * 0.9
+        if self.assoc._sent_abort and silent:
             return "idle"
         return "abort"
 
@@ -74,14 +88,15 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, make_writer: Callable[[Origin], BatchWriter], metrics: Metrics):
+    def __init__(self, make_writer: Callable[[Origin], BatchWriter], metrics: Metrics, idle_after: float):
         self._make_writer = make_writer
+        self._idle_after = idle_after
         self._metrics = metrics
         self._by_assoc: dict[int, Session] = {}
         self._cond = threading.Condition()
 
     def attach(self, assoc: Any, peer_address: str) -> Session:
-        session = Session(assoc, peer_address, self._make_writer)
+        session = Session(assoc, peer_address, self._make_writer, self._idle_after)
         with self._cond:
             self._by_assoc[id(assoc)] = session
         return session

@@ -27,7 +27,7 @@ from pydicom import dcmread
 from components.layout import ManifestInstance
 from scp.batching import RetryPolicy
 from scp.metrics import Metrics
-from scp.sessions import Sessions
+from scp.sessions import Session, Sessions
 from scp.storage import Storage, StorageError, with_retries
 
 log = logging.getLogger("scp.store")
@@ -89,6 +89,13 @@ def handle_store(event: Any, service: StoreService) -> int:
     """EVT_C_STORE handler (bound with ``[service]``); runs in the association's thread."""
     started = time.perf_counter()
     session = service.sessions.get(event.assoc)
+    try:
+        return _store(event, service, session, started)
+    finally:
+        session.touch()
+
+
+def _store(event: Any, service: StoreService, session: Session, started: float) -> int:
     request = event.request
     try:
         identity = read_identity(event.dataset_path, request)
