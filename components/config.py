@@ -165,6 +165,12 @@ def from_flat(values: Mapping[str, Any], stack: str, source: str = "stack config
         raise ConfigError(source, [p for line in lines for p in line.splitlines()]) from None
 
 
+def deployed_scp_settings(scp: ScpSettings, dicom_bucket: str) -> ScpSettings:
+    """The SCP settings a deployed task runs with: the stack's, plus the deploy-time values."""
+    deploy_time = {"storage_uri": f"s3://{dicom_bucket}", "task_id": "", "bind_address": "0.0.0.0"}
+    return ScpSettings.model_validate({**scp.model_dump(), **deploy_time})
+
+
 def key_description(key: str) -> str:
     """What ``Pulumi.yaml`` says about a key: the model's description plus deploy-time notes."""
     group, field = flat_keys()[key]

@@ -1,0 +1,22 @@
+"""Pulumi program: read the stack config, build one DicomIngest, export its outputs.
+
+A bad config value stops `pulumi up` with one message per bad key (components.config.ConfigError).
+"""
+
+from pathlib import Path
+
+import pulumi
+
+from components.config import flat_keys, from_flat
+from components.dicom_ingest import DicomIngest, DicomIngestArgs
+from components.lambda_package import write_package
+
+config = pulumi.Config()
+values = {key: config.get(key) for key in flat_keys() if config.get(key) is not None}
+stack_config = from_flat(values, pulumi.get_stack())
+
+package = write_package(Path(__file__).resolve().parent / "build" / "lambda")
+ingest = DicomIngest("dicom", DicomIngestArgs(config=stack_config, package=package))
+
+for name, value in ingest.stack_outputs().items():
+    pulumi.export(name, value)

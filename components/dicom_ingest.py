@@ -1,0 +1,167 @@
+"""DicomIngest: the whole gateway as one component, composed of one component per architectural block.
+
+    Network -> Storage -> JobTable -> HealthImaging -> ImportWorkflow
+            -> LoadBalancer -> ScpService -> Monitoring
+
+``__main__.py`` builds it from the stack config and exports ``stack_outputs()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import StackConfig
+from components.healthimaging import HealthImaging, HealthImagingArgs
+from components.job_table import JobTable, JobTableArgs
+from components.lambda_package import LambdaPackage
+from components.layout import STACK_OUTPUTS
+from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.monitoring import Monitoring, MonitoringArgs
+from components.network import Network, NetworkArgs
+from components.scp_service import ScpService, ScpServiceArgs
+from components.storage import Storage, StorageArgs
+from components.workflow import ImportWorkflow, WorkflowArgs
+
+
+@dataclass
+class DicomIngestArgs:
+    config: StackConfig
+    package: LambdaPackage  # the workflow functions' code (components.lambda_package.write_package)
+
+
+class DicomIngest(pulumi.ComponentResource):
+    network: Network
+    storage: Storage
+    job_table: JobTable
+    healthimaging: HealthImaging
+    workflow: ImportWorkflow
+    load_balancer: LoadBalancer
+    scp_service: ScpService
+    monitoring: Monitoring
+
+    def __init__(self, name: str, args: DicomIngestArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("dicom-ingest:index:DicomIngest", name, None, opts)
+        self.config = config = args.config
+        child = pulumi.ResourceOptions(parent=self)
+        invoke = pulumi.InvokeOutputOptions(parent=self)
+        self.region = aws.get_region_output(opts=invoke).region
+        account_id = aws.get_caller_identity_output(opts=invoke).account_id
+        partition = aws.get_partition_output(opts=invoke).partition
+        retain = config.storage.retain_on_delete
+
+        self.network = Network(f"{name}-network", NetworkArgs(config.network, self.region), child)
+        self.storage = Storage(f"{name}-storage", StorageArgs(config.storage, account_id), child)
+        self.job_table = JobTable(
+            f"{name}-jobs", JobTableArgs(config.jobTable, retain_on_delete=retain), child
+        )
+        self.healthimaging = HealthImaging(
+            f"{name}-ahi",
+            HealthImagingArgs(
+                settings=config.healthImaging,
+                dicom_bucket_arn=self.storage.dicom_bucket.arn,
+                results_bucket_arn=self.storage.results_bucket.arn,
+                account_id=account_id,
+                region=self.region,
+                partition=partition,
+                kms_key_arn=self.storage.kms_key_arn,
+                retain_on_delete=retain,
+            ),
+            child,
+        )
+        self.workflow = ImportWorkflow(
+            f"{name}-workflow",
+            WorkflowArgs(
+                settings=config.workflow,
+                functions=config.functions,
+                package=args.package,
+                dicom_bucket=self.storage.dicom_bucket,
+                results_bucket=self.storage.results_bucket,
+                table=self.job_table.table,
+                datastore_id=self.healthimaging.datastore_id,
+                datastore_arn=self.healthimaging.datastore_arn,
+                import_role_arn=self.healthimaging.import_role.arn,
+                account_id=account_id,
+                region=self.region,
+                partition=partition,
+                kms_key_arn=self.storage.kms_key_arn,
+            ),
+            child,
+        )
+        public = config.loadBalancer.public
+        self.load_balancer = LoadBalancer(
+            f"{name}-lb",
+            LoadBalancerArgs(
+                settings=config.loadBalancer,
+                scp=config.scp,
+                vpc_id=self.network.vpc_id,
+                vpc_cidr=self.network.vpc_cidr,
+                subnet_ids=self.network.public_subnet_ids if public else self.network.private_subnet_ids,
+            ),
+            child,
+        )
+        self.scp_service = ScpService(
+            f"{name}-scp",
+            ScpServiceArgs(
+                scp=config.scp,
+                service=config.service,
+                listeners=self.load_balancer.plan,
+                target_groups=self.load_balancer.target_groups,
+                nlb_security_group=self.load_balancer.security_group,
+                listener_resources=list(self.load_balancer.listeners.values()),
+                dicom_bucket=self.storage.dicom_bucket,
+                vpc_id=self.network.vpc_id,
+                vpc_cidr=self.network.vpc_cidr,
+                private_subnet_ids=self.network.private_subnet_ids,
+                s3_prefix_list_id=self.network.s3_prefix_list_id,
+                egress_to_internet=not config.network.interface_endpoints,
+                region=self.region,
+                kms_key_arn=self.storage.kms_key_arn,
+                force_destroy=config.storage.force_destroy,
+            ),
+            child,
+        )
+        self.monitoring = Monitoring(
+            f"{name}-monitoring",
+            MonitoringArgs(
+                settings=config.monitoring,
+                region=self.region,
+                cluster_name=self.scp_service.cluster.name,
+                service_name=self.scp_service.service.name,
+                nlb_arn_suffix=self.load_balancer.nlb.arn_suffix,
+                target_group_arn_suffixes={
+                    k: tg.arn_suffix for k, tg in self.load_balancer.target_groups.items()
+                },
+                state_machine_arn=self.workflow.state_machine.arn,
+                function_names={k: fn.name for k, fn in self.workflow.functions.items()},
+                dlq_name=self.workflow.dlq.name,
+            ),
+            child,
+        )
+        self.register_outputs(self.stack_outputs())
+
+    def stack_outputs(self) -> dict[str, pulumi.Input]:
+        """The stack outputs the CLI reads (layout.STACK_OUTPUTS); ports only for listeners that exist."""
+        scp, lb = self.config.scp, self.config.loadBalancer
+        outputs: dict[str, pulumi.Input] = {
+            "endpointHost": self.load_balancer.nlb.dns_name,
+            "aeTitle": scp.ae_title,
+            "dicomBucket": self.storage.dicom_bucket.bucket,
+            "resultsBucket": self.storage.results_bucket.bucket,
+            "jobTable": self.job_table.table.name,
+            "stateMachineArn": self.workflow.state_machine.arn,
+            "datastoreId": self.healthimaging.datastore_id,
+            "dlqUrl": self.workflow.dlq.url,
+            "dashboardUrl": self.monitoring.dashboard_url,
+            "region": self.region,
+        }
+        if lb.plain_listener:
+            outputs["dicomPort"] = scp.port
+        if lb.tls:
+            outputs["tlsPort"] = scp.tls_port
+        unknown = set(outputs) - set(STACK_OUTPUTS)
+        if unknown:
+            raise ValueError(f"outputs not declared in layout.STACK_OUTPUTS: {sorted(unknown)}")
+        return outputs

@@ -1,0 +1,90 @@
+"""Small IAM helpers shared by the components: service roles with one inline least-privilege policy.
+
+Statements are plain dicts (``Sid``/``Effect``/``Action``/``Resource``/``Condition``) whose values
+may be pulumi Outputs; ``pulumi.Output.json_dumps`` serializes them, so no resource is ever built
+inside an ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+Statement = dict[str, Any]
+
+
+def allow(
+    sid: str, actions: Sequence[str], resources: Sequence[Any], condition: Mapping | None = None
+) -> Statement:
+    statement: Statement = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": list(actions),
+        "Resource": list(resources),
+    }
+    if condition:
+        statement["Condition"] = dict(condition)
+    return statement
+
+
+def document(statements: Sequence[Statement]) -> pulumi.Output[str]:
+    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def trust_policy(service: str, condition: Mapping | None = None) -> pulumi.Output[str]:
+    statement: Statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
+    }
+    if condition:
+        statement["Condition"] = dict(condition)
+    return document([statement])
+
+
+def service_role(
+    name: str,
+    service: str,
+    statements: Sequence[Statement],
+    parent: pulumi.Resource,
+    *,
+    condition: Mapping | None = None,
+    description: str = "",
+) -> aws.iam.Role:
+    """A role ``service`` can assume, with exactly ``statements`` as its only permissions."""
+    role = aws.iam.Role(
+        name,
+        assume_role_policy=trust_policy(service, condition),
+        description=description,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    aws.iam.RolePolicy(
+        f"{name}-policy",
+        role=role.id,
+        policy=document(statements),
+        opts=pulumi.ResourceOptions(parent=role),
+    )
+    return role
+
+
+def tls_only(sid_prefix: str, resources: Sequence[Any], action: str) -> Statement:
+    """Deny any request that does not use TLS (S3, SQS, SNS resource policies)."""
+    return {
+        "Sid": f"{sid_prefix}TlsOnly",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": action,
+        "Resource": list(resources),
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+    }
+
+
+def kms_use(key_arns: Sequence[Any], *, encrypt: bool, decrypt: bool) -> list[Statement]:
+    """Data-key use of customer KMS keys (none when the stores use AWS-managed keys)."""
+    if not key_arns:
+        return []
+    actions = (["kms:GenerateDataKey"] if encrypt else []) + (["kms:Decrypt"] if decrypt else [])
+    return [allow("UseDataKeys", actions, key_arns)]

@@ -1,0 +1,135 @@
+"""Load balancer: the NLB modalities connect to, internal unless the stack says public.
+
+Listeners: TCP on ``scpPort`` (plain DICOM) and, optionally, DICOM TLS on ``scpTlsPort`` either
+terminated on the NLB with an ACM certificate (forwarded to the SCP's plain port) or passed through
+as TCP to the SCP's own TLS port. IP target groups health-check the SCP's HTTP ``/readyz`` (false
+while a task drains), and keep client IPs so the SCP's peer checks and audit see the modality.
+The NLB's security group admits only the configured client CIDRs (default: the VPC's CIDR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.scp_settings import ScpSettings
+from components.stack_settings import LoadBalancerSettings
+
+READINESS_PATH = "/readyz"
+
+
+@dataclass(frozen=True)
+class ListenerPlan:
+    """One NLB listener and the SCP port its target group forwards to."""
+
+    key: str  # "dicom" or "tls"
+    port: int
+    protocol: str  # TCP or TLS
+    target_port: int
+
+
+def listener_plan(lb: LoadBalancerSettings, scp: ScpSettings) -> list[ListenerPlan]:
+    plan = []
+    if lb.plain_listener:
+        plan.append(ListenerPlan("dicom", scp.port, "TCP", scp.port))
+    if lb.tls_mode == "terminate":
+        plan.append(ListenerPlan("tls", scp.tls_port, "TLS", scp.port))
+    elif lb.tls_mode == "passthrough":
+        plan.append(ListenerPlan("tls", scp.tls_port, "TCP", scp.tls_port))
+    return plan
+
+
+@dataclass
+class LoadBalancerArgs:
+    settings: LoadBalancerSettings
+    scp: ScpSettings
+    vpc_id: pulumi.Input[str]
+    vpc_cidr: pulumi.Input[str]
+    subnet_ids: pulumi.Input[list[str]]
+
+
+class LoadBalancer(pulumi.ComponentResource):
+    nlb: aws.lb.LoadBalancer
+    security_group: aws.ec2.SecurityGroup
+    target_groups: dict[str, aws.lb.TargetGroup]
+    listeners: dict[str, aws.lb.Listener]
+    plan: list[ListenerPlan]
+
+    def __init__(self, name: str, args: LoadBalancerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("dicom-ingest:index:LoadBalancer", name, None, opts)
+        settings, scp = args.settings, args.scp
+        child = pulumi.ResourceOptions(parent=self)
+        self.plan = listener_plan(settings, scp)
+        client_cidrs = list(settings.allowed_cidrs) or [args.vpc_cidr]
+
+        # Rules are separate resources so the SCP's security group can reference this one both ways.
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-nlb", vpc_id=args.vpc_id, description="DICOM clients to the gateway NLB", opts=child
+        )
+        for listener in self.plan:
+            for index, cidr in enumerate(client_cidrs):
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-{listener.key}-from-{index}",
+                    security_group_id=self.security_group.id,
+                    ip_protocol="tcp",
+                    from_port=listener.port,
+                    to_port=listener.port,
+                    cidr_ipv4=cidr,
+                    description=f"DICOM {listener.key} clients",
+                    opts=pulumi.ResourceOptions(parent=self.security_group),
+                )
+
+        self.nlb = aws.lb.LoadBalancer(
+            f"{name}-nlb",
+            load_balancer_type="network",
+            internal=not settings.public,
+            subnets=args.subnet_ids,
+            security_groups=[self.security_group.id],
+            enable_cross_zone_load_balancing=settings.cross_zone,
+            enforce_security_group_inbound_rules_on_private_link_traffic="on",
+            opts=child,
+        )
+
+        self.target_groups, self.listeners = {}, {}
+        for listener in self.plan:
+            group = aws.lb.TargetGroup(
+                f"{name}-{listener.key}",
+                port=listener.target_port,
+                protocol="TCP",
+                target_type="ip",
+                vpc_id=args.vpc_id,
+                deregistration_delay=settings.deregistration_delay_seconds,
+                preserve_client_ip="true",
+                connection_termination=False,
+                health_check={
+                    "enabled": True,
+                    "protocol": "HTTP",
+                    "port": str(scp.health_port),
+                    "path": READINESS_PATH,
+                    "matcher": "200",
+                    "interval": 10,
+                    "timeout": 5,
+                    "healthy_threshold": 2,
+                    "unhealthy_threshold": 2,
+                },
+                opts=child,
+            )
+            tls_args = (
+                {"certificate_arn": settings.certificate_arn, "ssl_policy": settings.tls_policy}
+                if listener.protocol == "TLS"
+                else {}
+            )
+            self.target_groups[listener.key] = group
+            self.listeners[listener.key] = aws.lb.Listener(
+                f"{name}-{listener.key}",
+                load_balancer_arn=self.nlb.arn,
+                port=listener.port,
+                protocol=listener.protocol,
+                default_actions=[{"type": "forward", "target_group_arn": group.arn}],
+                opts=pulumi.ResourceOptions(parent=self.nlb),
+                **tls_args,
+            )
+
+        self.register_outputs({"dnsName": self.nlb.dns_name, "arn": self.nlb.arn})

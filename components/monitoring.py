@@ -1,0 +1,325 @@
+"""Monitoring: one alarm per failure mode, an encrypted SNS topic for them, and a dashboard.
+
+Failure modes: SCP tasks saturated (CPU, memory), no or unhealthy NLB targets, SCP store failures
+(the SCP's EMF metric, summed over all its dimensions with a Metrics Insights query), failed or
+timed-out workflow executions, a slow import (execution time from seal to recorded results),
+Lambda errors per function, and anything in the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.stack_settings import MonitoringSettings
+
+SCP_METRICS_NAMESPACE = "DicomIngest/Scp"  # scp.metrics.NAMESPACE
+SCP_STORE_FAILURES_METRIC = "StoreFailures"
+
+
+@dataclass
+class MonitoringArgs:
+    settings: MonitoringSettings
+    region: pulumi.Input[str]
+    cluster_name: pulumi.Input[str]
+    service_name: pulumi.Input[str]
+    nlb_arn_suffix: pulumi.Input[str]
+    target_group_arn_suffixes: dict[str, pulumi.Input[str]]
+    state_machine_arn: pulumi.Input[str]
+    function_names: dict[str, pulumi.Input[str]]
+    dlq_name: pulumi.Input[str]
+
+
+class Monitoring(pulumi.ComponentResource):
+    topic: aws.sns.Topic
+    alarms: dict[str, aws.cloudwatch.MetricAlarm]
+    dashboard: aws.cloudwatch.Dashboard
+    dashboard_url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("dicom-ingest:index:Monitoring", name, None, opts)
+        self._name, self._args = name, args
+        settings = args.settings
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id="alias/aws/sns", opts=child)
+        if settings.alarm_email:
+            aws.sns.TopicSubscription(
+                f"{name}-alarm-email",
+                topic=self.topic.arn,
+                protocol="email",
+                endpoint=settings.alarm_email,
+                opts=pulumi.ResourceOptions(parent=self.topic),
+            )
+
+        self.alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
+        ecs = {"ClusterName": args.cluster_name, "ServiceName": args.service_name}
+        self._alarm(
+            "scp-cpu",
+            "SCP tasks' average CPU is high",
+            "AWS/ECS",
+            "CPUUtilization",
+            ecs,
+            "Average",
+            settings.cpu_alarm_percent,
+            periods=3,
+        )
+        self._alarm(
+            "scp-memory",
+            "SCP tasks' average memory is high",
+            "AWS/ECS",
+            "MemoryUtilization",
+            ecs,
+            "Average",
+            settings.memory_alarm_percent,
+            periods=3,
+        )
+        for key, suffix in args.target_group_arn_suffixes.items():
+            nlb = {"LoadBalancer": args.nlb_arn_suffix, "TargetGroup": suffix}
+            self._alarm(
+                f"nlb-{key}-unhealthy",
+                f"An SCP task fails the {key} target group's health check",
+                "AWS/NetworkELB",
+                "UnHealthyHostCount",
+                nlb,
+                "Maximum",
+                0,
+                periods=2,
+            )
+            self._alarm(
+                f"nlb-{key}-no-healthy",
+                f"No healthy SCP task behind the {key} listener",
+                "AWS/NetworkELB",
+                "HealthyHostCount",
+                nlb,
+                "Minimum",
+                1,
+                periods=2,
+                comparison="LessThanThreshold",
+                missing="breaching",
+            )
+        workflow = {"StateMachineArn": args.state_machine_arn}
+        self._alarm(
+            "executions-failed",
+            "An import workflow execution failed",
+            "AWS/States",
+            "ExecutionsFailed",
+            workflow,
+            "Sum",
+            0,
+        )
+        self._alarm(
+            "executions-timed-out",
+            "An import workflow execution timed out",
+            "AWS/States",
+            "ExecutionsTimedOut",
+            workflow,
+            "Sum",
+            0,
+        )
+        self._alarm(
+            "import-latency",
+            "An import took longer than monitoringImportLatencyAlarmSeconds",
+            "AWS/States",
+            "ExecutionTime",
+            workflow,
+            "Maximum",
+            settings.import_latency_alarm_seconds * 1000,
+            period=300,
+        )
+        self._alarm(
+            "dlq-not-empty",
+            "Failed batches are waiting in the dead-letter queue",
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": args.dlq_name},
+            "Maximum",
+            0,
+        )
+        for fn, fn_name in args.function_names.items():
+            self._alarm(
+                f"lambda-{fn.replace('_', '-')}-errors",
+                f"The {fn} function raised errors",
+                "AWS/Lambda",
+                "Errors",
+                {"FunctionName": fn_name},
+                "Sum",
+                0,
+            )
+        self._store_failures_alarm()
+
+        self.dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard",
+            dashboard_name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+            dashboard_body=pulumi.Output.json_dumps(self._dashboard_body()),
+            opts=child,
+        )
+        self.dashboard_url = pulumi.Output.concat(
+            "https://",
+            args.region,
+            ".console.aws.amazon.com/cloudwatch/home?region=",
+            args.region,
+            "#dashboards:name=",
+            self.dashboard.dashboard_name,
+        )
+        self.register_outputs({"topicArn": self.topic.arn, "dashboardUrl": self.dashboard_url})
+
+    def _alarm(
+        self,
+        key: str,
+        description: str,
+        namespace: str,
+        metric: str,
+        dimensions: dict[str, Any],
+        statistic: str,
+        threshold: float,
+        *,
+        periods: int = 1,
+        period: int = 60,
+        comparison: str = "GreaterThanThreshold",
+        missing: str = "notBreaching",
+    ) -> None:
+        self.alarms[key] = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{key}",
+            alarm_description=description,
+            namespace=namespace,
+            metric_name=metric,
+            dimensions=dimensions,
+            statistic=statistic,
+            period=period,
+            evaluation_periods=periods,
+            threshold=threshold,
+            comparison_operator=comparison,
+            treat_missing_data=missing,
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _store_failures_alarm(self) -> None:
+        query = f'SELECT SUM({SCP_STORE_FAILURES_METRIC}) FROM "{SCP_METRICS_NAMESPACE}"'
+        self.alarms["scp-store-failures"] = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-scp-store-failures",
+            alarm_description="The SCP could not store instances (answered 0xA700; senders will retry)",
+            metric_queries=[{"id": "failures", "expression": query, "period": 60, "return_data": True}],
+            evaluation_periods=1,
+            threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _dashboard_body(self) -> dict[str, Any]:
+        a = self._args
+
+        def widget(title: str, metrics: list[list[Any]], x: int, y: int, stat: str = "Sum") -> dict[str, Any]:
+            return {
+                "type": "metric",
+                "x": x,
+                "y": y,
+                "width": 12,
+                "height": 6,
+                "properties": {
+                    "title": title,
+                    "region": a.region,
+                    "stat": stat,
+                    "period": 60,
+                    "metrics": metrics,
+                },
+            }
+
+        suffixes = list(a.target_group_arn_suffixes.values())
+        return {
+            "widgets": [
+                widget(
+                    "SCP store failures",
+                    [
+                        [
+                            {
+                                "expression": f"SELECT SUM({SCP_STORE_FAILURES_METRIC}) FROM "
+                                f'"{SCP_METRICS_NAMESPACE}"',
+                                "id": "f",
+                            }
+                        ]
+                    ],
+                    0,
+                    0,
+                ),
+                widget(
+                    "SCP tasks CPU / memory (%)",
+                    [
+                        [
+                            "AWS/ECS",
+                            "CPUUtilization",
+                            "ClusterName",
+                            a.cluster_name,
+                            "ServiceName",
+                            a.service_name,
+                        ],
+                        [".", "MemoryUtilization", ".", ".", ".", "."],
+                    ],
+                    12,
+                    0,
+                    "Average",
+                ),
+                widget(
+                    "NLB targets",
+                    [
+                        ["AWS/NetworkELB", m, "LoadBalancer", a.nlb_arn_suffix, "TargetGroup", s]
+                        for s in suffixes
+                        for m in ("HealthyHostCount", "UnHealthyHostCount")
+                    ],
+                    0,
+                    6,
+                    "Minimum",
+                ),
+                widget(
+                    "NLB connections",
+                    [
+                        ["AWS/NetworkELB", "ActiveFlowCount", "LoadBalancer", a.nlb_arn_suffix],
+                        [".", "NewFlowCount", ".", "."],
+                    ],
+                    12,
+                    6,
+                ),
+                widget(
+                    "Import executions",
+                    [
+                        ["AWS/States", m, "StateMachineArn", a.state_machine_arn]
+                        for m in (
+                            "ExecutionsStarted",
+                            "ExecutionsSucceeded",
+                            "ExecutionsFailed",
+                            "ExecutionsTimedOut",
+                        )
+                    ],
+                    0,
+                    12,
+                ),
+                widget(
+                    "Import latency (ms)",
+                    [["AWS/States", "ExecutionTime", "StateMachineArn", a.state_machine_arn]],
+                    12,
+                    12,
+                    "Maximum",
+                ),
+                widget(
+                    "Lambda errors",
+                    [["AWS/Lambda", "Errors", "FunctionName", n] for n in a.function_names.values()],
+                    0,
+                    18,
+                ),
+                widget(
+                    "Dead-letter queue",
+                    [["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", a.dlq_name]],
+                    12,
+                    18,
+                    "Maximum",
+                ),
+            ]
+        }

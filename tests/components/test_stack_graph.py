@@ -1,0 +1,720 @@
+"""The whole AWS architecture, proven offline: run DicomIngest under recording mocks for three stack
+shapes (new VPC = Pulumi.dev.yaml, existing VPC with TLS passthrough, production = Pulumi.prod.yaml)
+and assert over every recorded resource."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pulumi
+import pytest
+
+from components.asl import build_definition
+from components.config import StackConfig, deployed_scp_settings, from_flat, load_stack
+from components.dicom_ingest import DicomIngest, DicomIngestArgs
+from components.lambda_package import write_package
+from components.layout import (
+    BATCHES_PREFIX,
+    FUNCTIONS,
+    INCOMING_PREFIX,
+    MANIFEST_SUFFIX,
+    QUARANTINE_PREFIX,
+    STACK_OUTPUTS,
+    TABLE_INDEXES,
+    TABLE_PARTITION_KEY,
+    TABLE_SORT_KEY,
+    TTL_ATTRIBUTE,
+)
+from components.workflow_settings import WorkflowResources
+from tests.components import policies
+from tests.components.pulumi_graph import ACCOUNT, EXISTING_VPC_CIDR, REGION, Graph, run_program
+
+ROOT = Path(__file__).resolve().parents[2]
+EXISTING_VPC = {
+    "networkVpcId": "vpc-0123456789abcdef0",
+    "networkPrivateSubnetIds": "subnet-0aaa1111bbbb2222c,subnet-0aaa1111bbbb2222d",
+    "networkInterfaceEndpoints": "false",  # this VPC routes to AWS APIs through its own NAT
+    "scpTlsEnabled": "true",
+    "scpTlsCertFile": "/etc/dicom-tls/cert.pem",
+    "scpTlsKeyFile": "/etc/dicom-tls/key.pem",
+    "loadBalancerTlsMode": "passthrough",
+    "healthImagingDatastoreId": "fedcba9876543210fedcba9876543210",
+    "serviceImageUri": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/scp:1.0.0",
+}
+S3 = "aws:s3/bucket:Bucket"
+LAMBDA = "aws:lambda/function:Function"
+
+
+def _run(config: StackConfig, package) -> Graph:
+    def program() -> None:
+        ingest = DicomIngest("dicom", DicomIngestArgs(config=config, package=package))
+        for key, value in ingest.stack_outputs().items():
+            pulumi.export(key, value)
+
+    return run_program(program, config.stack)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    return write_package(tmp_path_factory.mktemp("lambda"))
+
+
+@pytest.fixture(scope="module")
+def dev_config() -> StackConfig:
+    return load_stack(ROOT, "dev")
+
+
+@pytest.fixture(scope="module")
+def prod_config() -> StackConfig:
+    return load_stack(ROOT, "prod")
+
+
+@pytest.fixture(scope="module")
+def existing_config() -> StackConfig:
+    return from_flat(EXISTING_VPC, stack="hospital")
+
+
+@pytest.fixture(scope="module")
+def dev(dev_config, package) -> Graph:
+    return _run(dev_config, package)
+
+
+@pytest.fixture(scope="module")
+def prod(prod_config, package) -> Graph:
+    return _run(prod_config, package)
+
+
+@pytest.fixture(scope="module")
+def existing(existing_config, package) -> Graph:
+    return _run(existing_config, package)
+
+
+@pytest.fixture(params=["dev", "prod", "existing"])
+def graph(request) -> Graph:
+    return request.getfixturevalue(request.param)
+
+
+def statements_of(graph: Graph, role_name: str) -> list[dict]:
+    return graph.one("aws:iam/rolePolicy:RolePolicy", role_name).json("policy")["Statement"]
+
+
+def bucket(graph: Graph, part: str):
+    (found,) = [b for b in graph.of_type(S3) if b.name == f"dicom-storage-{part}"]
+    return found
+
+
+def child_of_bucket(graph: Graph, type_: str, part: str):
+    bucket_id = bucket(graph, part).outputs["id"]
+    (found,) = [r for r in graph.of_type(type_) if r.inputs["bucket"] == bucket_id]
+    return found
+
+
+# --- composition ------------------------------------------------------------------------------
+def test_one_component_per_block_under_dicom_ingest(dev):
+    root = dev.one("dicom-ingest:index:DicomIngest")
+    blocks = {r.type.rsplit(":", 1)[-1] for r in dev.resources if r.parent == root.urn}
+    assert blocks == {
+        "Network",
+        "Storage",
+        "JobTable",
+        "HealthImaging",
+        "ImportWorkflow",
+        "LoadBalancer",
+        "ScpService",
+        "Monitoring",
+    }
+    stack_urn = dev.one("pulumi:pulumi:Stack").urn
+    orphans = [
+        r.name for r in dev.resources if r.type != "pulumi:pulumi:Stack" and r.parent in ("", stack_urn)
+    ]
+    assert orphans == ["dicom"]
+
+
+def test_stack_outputs_are_the_cli_contract(dev, prod, existing):
+    assert set(dev.outputs) == set(STACK_OUTPUTS) - {"tlsPort"}
+    assert set(prod.outputs) == set(STACK_OUTPUTS) - {"dicomPort"}  # TLS required: no plain port
+    assert set(existing.outputs) == set(STACK_OUTPUTS)
+    nlb = dev.one("aws:lb/loadBalancer:LoadBalancer")
+    assert dev.outputs["endpointHost"] == nlb.outputs["dnsName"]
+    assert dev.outputs["dicomPort"] == 11112 and prod.outputs["tlsPort"] == 2762
+    assert dev.outputs["aeTitle"] == "AHI-DEV"
+    assert dev.outputs["dicomBucket"] == bucket(dev, "dicom").outputs["bucket"]
+    assert dev.outputs["stateMachineArn"] == dev.one("aws:sfn/stateMachine:StateMachine").outputs["arn"]
+    assert dev.outputs["datastoreId"] == dev.one("aws-native:healthimaging:Datastore").outputs["datastoreId"]
+    assert existing.outputs["datastoreId"] == EXISTING_VPC["healthImagingDatastoreId"]
+    assert dev.outputs["dlqUrl"] == dev.one("aws:sqs/queue:Queue").outputs["url"]
+    assert dev.outputs["region"] == REGION
+    assert dev.outputs["dashboardUrl"].endswith("#dashboards:name=dicom-ingest-dev")
+
+
+# --- network ----------------------------------------------------------------------------------
+def test_new_vpc_spans_two_azs_without_nat(dev):
+    vpc = dev.one("awsx:ec2:Vpc")
+    assert vpc.inputs["cidrBlock"] == "10.40.0.0/16"
+    assert vpc.inputs["numberOfAvailabilityZones"] == 2
+    assert vpc.inputs["natGateways"] == {"strategy": "None"}
+    assert {s["type"] for s in vpc.inputs["subnetSpecs"]} == {"Private", "Public"}
+
+
+@pytest.mark.parametrize("shape", ["dev", "prod"])
+def test_endpoints_replace_a_nat_gateway(request, shape):
+    graph = request.getfixturevalue(shape)
+    endpoints = {e.inputs["serviceName"]: e for e in graph.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
+    services = {name.removeprefix(f"com.amazonaws.{REGION}.") for name in endpoints}
+    assert services == {"s3", "ecr.api", "ecr.dkr", "logs", "sts"}
+    assert endpoints[f"com.amazonaws.{REGION}.s3"].inputs["vpcEndpointType"] == "Gateway"
+    for name, endpoint in endpoints.items():
+        if not name.endswith(".s3"):
+            assert endpoint.inputs["vpcEndpointType"] == "Interface" and endpoint.inputs["privateDnsEnabled"]
+
+
+def test_existing_vpc_is_used_as_given(existing):
+    assert existing.of_type("awsx:ec2:Vpc") == []
+    flow_log = existing.one("aws:ec2/flowLog:FlowLog")
+    assert flow_log.inputs["vpcId"] == EXISTING_VPC["networkVpcId"]
+    service = existing.one("aws:ecs/service:Service")
+    assert service.inputs["networkConfiguration"]["subnets"] == EXISTING_VPC["networkPrivateSubnetIds"].split(
+        ","
+    )
+    # No endpoints asked for: only the S3 gateway endpoint, HTTPS egress through the VPC's NAT.
+    assert [e.inputs["vpcEndpointType"] for e in existing.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")] == [
+        "Gateway"
+    ]
+
+
+def test_vpc_flow_logs_go_to_a_retained_log_group(graph):
+    flow_log = graph.one("aws:ec2/flowLog:FlowLog")
+    assert flow_log.inputs["trafficType"] == "ALL"
+    group = graph.by_arn(flow_log.inputs["logDestination"])
+    assert group.inputs["retentionInDays"] > 0
+
+
+# --- storage ----------------------------------------------------------------------------------
+def test_every_bucket_is_private_owned_encrypted_tls_only(graph):
+    assert policies.public_buckets(graph) == []
+    assert policies.unencrypted_stores(graph) == []
+    for b in graph.of_type(S3):
+        (ownership,) = [
+            r
+            for r in graph.of_type("aws:s3/bucketOwnershipControls:BucketOwnershipControls")
+            if r.inputs["bucket"] == b.outputs["id"]
+        ]
+        assert ownership.inputs["rule"]["objectOwnership"] == "BucketOwnerEnforced"
+        (policy,) = [
+            r
+            for r in graph.of_type("aws:s3/bucketPolicy:BucketPolicy")
+            if r.inputs["bucket"] == b.outputs["id"]
+        ]
+        deny = [s for s in policy.json("policy")["Statement"] if s["Effect"] == "Deny"]
+        assert deny == [
+            {
+                "Sid": "BucketTlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [b.outputs["arn"], b.outputs["arn"] + "/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ]
+
+
+def test_data_buckets_log_access_to_the_log_bucket(graph):
+    log_bucket = bucket(graph, "access-logs")
+    for part, prefix in (("dicom", "dicom/"), ("results", "results/")):
+        logging = child_of_bucket(graph, "aws:s3/bucketLogging:BucketLogging", part)
+        assert (logging.inputs["targetBucket"], logging.inputs["targetPrefix"]) == (
+            log_bucket.outputs["id"],
+            prefix,
+        )
+
+
+def test_sse_s3_by_default_and_kms_in_production(dev, prod):
+    for part in ("dicom", "results"):
+        rule = child_of_bucket(
+            dev,
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+            part,
+        ).inputs["rules"][0]
+        assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "AES256"}
+        rule = child_of_bucket(
+            prod,
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+            part,
+        ).inputs["rules"][0]
+        key = prod.one("aws:kms/key:Key", "storage-key")
+        assert rule["applyServerSideEncryptionByDefault"] == {
+            "sseAlgorithm": "aws:kms",
+            "kmsMasterKeyId": key.outputs["arn"],
+        }
+        assert rule["bucketKeyEnabled"] is True
+    assert key.inputs["enableKeyRotation"] is True
+
+
+def test_dicom_bucket_is_temporary(dev, dev_config):
+    rules = {
+        r["id"]: r
+        for r in child_of_bucket(
+            dev, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "dicom"
+        ).inputs["rules"]
+    }
+    s = dev_config.storage
+    assert rules["expire-incoming"]["filter"] == {"prefix": INCOMING_PREFIX}
+    assert rules["expire-incoming"]["expiration"]["days"] == s.incoming_expiry_days == 7
+    assert rules["expire-quarantine"]["filter"] == {"prefix": QUARANTINE_PREFIX}
+    assert rules["expire-batches"]["filter"] == {"prefix": BATCHES_PREFIX}
+    assert rules["expire-imported"]["filter"] == {"tag": {"key": "ahi-imported", "value": "true"}}
+    for rule_id in ("expire-incoming", "expire-quarantine", "expire-batches"):
+        assert rules[rule_id]["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 1}
+    assert bucket(dev, "dicom").inputs["forceDestroy"] is True
+
+
+def test_imported_tag_matches_the_workflow_cleanup():
+    from components.storage import IMPORTED_TAG
+    from handlers.objects import IMPORTED_TAG as HANDLERS_TAG
+
+    assert IMPORTED_TAG == HANDLERS_TAG
+
+
+def test_results_bucket_is_versioned_and_kept(graph):
+    versioning = child_of_bucket(graph, "aws:s3/bucketVersioning:BucketVersioning", "results")
+    assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
+    (rule,) = child_of_bucket(
+        graph, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "results"
+    ).inputs["rules"]
+    assert rule["expiration"]["days"] == 3650 and rule["noncurrentVersionExpiration"]["noncurrentDays"] == 90
+
+
+def test_production_replicates_results_to_a_second_region(prod, dev):
+    assert dev.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig") == []
+    provider = prod.one("pulumi:providers:aws")
+    assert provider.inputs["region"] == "eu-west-1"
+    replication = prod.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig")
+    assert (
+        replication.inputs["bucket"] == bucket(prod, "results").outputs["id"]
+        and "replica" not in bucket(prod, "results").name
+    )
+    (rule,) = replication.inputs["rules"]
+    replica = prod.one(S3, "results-replica")
+    assert rule["destination"]["bucket"] == replica.outputs["arn"]
+    assert (
+        rule["destination"]["encryptionConfiguration"]["replicaKmsKeyId"]
+        == prod.one("aws:kms/key:Key", "replica-key").outputs["arn"]
+    )
+    assert child_of_bucket(prod, "aws:s3/bucketVersioning:BucketVersioning", "results-replica")
+
+
+def test_production_keeps_data_when_the_stack_is_destroyed(prod, dev):
+    kept = {r.type for r in prod.resources if r.retain_on_delete}
+    assert {S3, "aws:dynamodb/table:Table", "aws-native:healthimaging:Datastore", "aws:kms/key:Key"} <= kept
+    assert not any(r.retain_on_delete for r in dev.resources)
+    assert all(b.inputs["forceDestroy"] is False for b in prod.of_type(S3))
+
+
+# --- job table --------------------------------------------------------------------------------
+def test_job_table_follows_the_layout(dev, prod):
+    table = dev.one("aws:dynamodb/table:Table")
+    assert (table.inputs["hashKey"], table.inputs["rangeKey"]) == (TABLE_PARTITION_KEY, TABLE_SORT_KEY)
+    assert table.inputs["billingMode"] == "PAY_PER_REQUEST"
+    indexes = {
+        i["name"]: (i["hashKey"], i["rangeKey"], i["projectionType"])
+        for i in table.inputs["globalSecondaryIndexes"]
+    }
+    assert indexes == {name: (*keys, "ALL") for name, keys in TABLE_INDEXES.items()}
+    declared = {a["name"] for a in table.inputs["attributes"]}
+    assert declared == {TABLE_PARTITION_KEY, TABLE_SORT_KEY} | {
+        k for keys in TABLE_INDEXES.values() for k in keys
+    }
+    assert table.inputs["ttl"] == {"attributeName": TTL_ATTRIBUTE, "enabled": True}
+    assert table.inputs["pointInTimeRecovery"] == {"enabled": True}
+    assert table.inputs["serverSideEncryption"]["enabled"] is True
+    assert table.inputs["deletionProtectionEnabled"] is False
+    assert prod.one("aws:dynamodb/table:Table").inputs["deletionProtectionEnabled"] is True
+
+
+# --- HealthImaging ----------------------------------------------------------------------------
+def test_import_role_reads_input_and_writes_results_only(dev, prod):
+    role = dev.one("aws:iam/role:Role", "ahi-import")
+    (trust,) = role.json("assumeRolePolicy")["Statement"]
+    assert trust["Principal"] == {"Service": "medical-imaging.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    dicom, results = bucket(dev, "dicom").outputs["arn"], bucket(dev, "results").outputs["arn"]
+    grants = {s["Sid"]: (s["Action"], s["Resource"]) for s in statements_of(dev, "ahi-import")}
+    assert grants == {
+        "ReadImportInput": (["s3:GetObject"], [f"{dicom}/{INCOMING_PREFIX}*"]),
+        "ListImportInput": (["s3:ListBucket"], [dicom]),
+        "WriteImportResults": (["s3:PutObject"], [f"{results}/*"]),
+    }
+    prod_grants = {s["Sid"] for s in statements_of(prod, "ahi-import")}
+    assert prod_grants == set(grants) | {"UseDataKeys"}
+
+
+def test_datastore_is_created_or_taken_from_config(dev, existing):
+    datastore = dev.one("aws-native:healthimaging:Datastore")
+    assert datastore.inputs["datastoreName"] == "dicom-ingest-dev"
+    assert existing.of_type("aws-native:healthimaging:Datastore") == []
+
+
+# --- import workflow --------------------------------------------------------------------------
+def _functions(graph: Graph) -> dict[str, object]:
+    return {f.name.removeprefix("dicom-workflow-").replace("-", "_"): f for f in graph.of_type(LAMBDA)}
+
+
+def test_one_function_per_spec_with_its_sizes(dev, dev_config, package):
+    functions = _functions(dev)
+    assert set(functions) == {spec.name for spec in FUNCTIONS}
+    for spec in FUNCTIONS:
+        fn = functions[spec.name].inputs
+        assert fn["handler"] == spec.handler
+        assert (fn["timeout"], fn["memorySize"]) == (spec.timeout_seconds, spec.memory_mb)
+        assert fn["reservedConcurrentExecutions"] == (spec.reserved_concurrency or -1)
+        assert fn["runtime"] == "python3.12" and fn["architectures"] == ["arm64"]
+        assert fn["tracingConfig"] == {"mode": "Active"}
+        assert fn["sourceCodeHash"] == package.sha256_base64
+        assert fn["layers"] == [
+            f"arn:aws:lambda:{REGION}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-arm64:"
+            f"{dev_config.functions.powertools_layer_version}"
+        ]
+        group = dev.one("aws:cloudwatch/logGroup:LogGroup", f"{functions[spec.name].name}-logs")
+        assert fn["loggingConfig"] == {"logFormat": "JSON", "logGroup": group.outputs["name"]}
+        assert group.inputs["retentionInDays"] == 14
+    assert functions["start_import"].inputs["reservedConcurrentExecutions"] == 1
+
+
+def test_function_environment_is_the_workflow_model(dev, dev_config):
+    resources = WorkflowResources(
+        dicom_bucket=bucket(dev, "dicom").outputs["bucket"],
+        results_bucket=bucket(dev, "results").outputs["bucket"],
+        job_table=dev.one("aws:dynamodb/table:Table").outputs["name"],
+        state_machine_arn=dev.one("aws:sfn/stateMachine:StateMachine").outputs["arn"],
+        datastore_id=dev.one("aws-native:healthimaging:Datastore").outputs["datastoreId"],
+        import_role_arn=dev.one("aws:iam/role:Role", "ahi-import").outputs["arn"],
+        dlq_url=dev.one("aws:sqs/queue:Queue").outputs["url"],
+    )
+    expected = {
+        **resources.to_env("workflow"),
+        **dev_config.workflow.to_env("workflow"),
+        "POWERTOOLS_SERVICE_NAME": "dicom-ingest",
+        "POWERTOOLS_METRICS_NAMESPACE": "DicomIngest/Workflow",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+    }
+    assert expected["WORKFLOW_POLL_SECONDS"] == "20"
+    for fn in dev.of_type(LAMBDA):
+        assert fn.inputs["environment"]["variables"] == expected
+
+
+def test_powertools_names_match_the_handlers():
+    from components.workflow import METRICS_NAMESPACE, POWERTOOLS_SERVICE
+    from handlers.runtime import METRICS_NAMESPACE as HANDLERS_NAMESPACE
+    from handlers.runtime import SERVICE
+
+    assert (POWERTOOLS_SERVICE, METRICS_NAMESPACE) == (SERVICE, HANDLERS_NAMESPACE)
+
+
+def test_state_machine_runs_the_asl_builders_definition(graph, request):
+    config = {"dev": "dev_config", "prod": "prod_config", "existing": "existing_config"}
+    settings = request.getfixturevalue(config[request.node.callspec.params["graph"]]).workflow
+    machine = graph.one("aws:sfn/stateMachine:StateMachine")
+    arns = {name: fn.outputs["arn"] for name, fn in _functions(graph).items()}
+    assert machine.json("definition") == json.loads(json.dumps(build_definition(arns, settings)))
+    assert machine.inputs["loggingConfiguration"]["level"] == "ALL"
+    assert machine.inputs["tracingConfiguration"] == {"enabled": True}
+    log_group = graph.one("aws:cloudwatch/logGroup:LogGroup", "state-machine-logs")
+    assert machine.inputs["loggingConfiguration"]["logDestination"] == log_group.outputs["arn"] + ":*"
+
+
+def test_manifests_trigger_the_trigger_function(dev):
+    notification = dev.one("aws:s3/bucketNotification:BucketNotification")
+    assert notification.inputs["bucket"] == bucket(dev, "dicom").outputs["id"]
+    (target,) = notification.inputs["lambdaFunctions"]
+    trigger = _functions(dev)["trigger"]
+    assert target["lambdaFunctionArn"] == trigger.outputs["arn"]
+    assert (target["filterPrefix"], target["filterSuffix"]) == (BATCHES_PREFIX, MANIFEST_SUFFIX)
+    assert target["events"] == ["s3:ObjectCreated:*"]
+    permission = dev.one("aws:lambda/permission:Permission", "s3-invokes-trigger")
+    assert permission.inputs["principal"] == "s3.amazonaws.com"
+    assert permission.inputs["sourceArn"] == bucket(dev, "dicom").outputs["arn"]
+
+
+def test_sweeper_runs_on_a_schedule(dev):
+    rule = dev.one("aws:cloudwatch/eventRule:EventRule")
+    assert rule.inputs["scheduleExpression"] == "rate(15 minutes)"
+    target = dev.one("aws:cloudwatch/eventTarget:EventTarget")
+    assert target.inputs["arn"] == _functions(dev)["sweeper"].outputs["arn"]
+    assert (
+        dev.one("aws:lambda/permission:Permission", "invokes-sweeper").inputs["principal"]
+        == "events.amazonaws.com"
+    )
+
+
+def test_dlq_is_encrypted_and_catches_failed_async_triggers(dev, prod):
+    queue = dev.one("aws:sqs/queue:Queue")
+    assert queue.inputs["sqsManagedSseEnabled"] is True
+    assert _functions(dev)["trigger"].inputs["deadLetterConfig"] == {"targetArn": queue.outputs["arn"]}
+    assert (
+        prod.one("aws:sqs/queue:Queue").inputs["kmsMasterKeyId"]
+        == prod.one("aws:kms/key:Key", "storage-key").outputs["arn"]
+    )
+
+
+def test_functions_get_only_what_they_do(dev):
+    def actions(fn: str) -> set[str]:
+        return {a for s in statements_of(dev, f"workflow-{fn}-policy") for a in s["Action"]}
+
+    assert "medical-imaging:StartDICOMImportJob" in actions("start-import")
+    assert "iam:PassRole" in actions("start-import")
+    assert "medical-imaging:StartDICOMImportJob" not in actions("check-status")
+    assert "states:StartExecution" in actions("trigger") and "states:StartExecution" not in actions("sweeper")
+    assert "sqs:SendMessage" in actions("failure")
+    (pass_role,) = [
+        s for s in statements_of(dev, "workflow-start-import-policy") if s["Sid"] == "PassImportRole"
+    ]
+    assert pass_role["Resource"] == [dev.one("aws:iam/role:Role", "ahi-import").outputs["arn"]]
+
+
+# --- load balancer ----------------------------------------------------------------------------
+def test_nlb_is_internal_in_private_subnets(graph):
+    nlb = graph.one("aws:lb/loadBalancer:LoadBalancer")
+    assert nlb.inputs["loadBalancerType"] == "network" and nlb.inputs["internal"] is True
+    service = graph.one("aws:ecs/service:Service")
+    assert nlb.inputs["subnets"] == service.inputs["networkConfiguration"]["subnets"]
+
+
+def _listeners(graph: Graph) -> dict[int, dict]:
+    return {
+        int(listener.inputs["port"]): listener.inputs
+        for listener in graph.of_type("aws:lb/listener:Listener")
+    }
+
+
+def test_listeners_per_stack(dev, prod, existing, prod_config):
+    assert {p: lis["protocol"] for p, lis in _listeners(dev).items()} == {11112: "TCP"}
+    tls = _listeners(prod)
+    assert {p: lis["protocol"] for p, lis in tls.items()} == {2762: "TLS"}
+    assert tls[2762]["certificateArn"] == prod_config.loadBalancer.certificate_arn
+    assert tls[2762]["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert {p: lis["protocol"] for p, lis in _listeners(existing).items()} == {11112: "TCP", 2762: "TCP"}
+
+
+def test_target_groups_forward_to_the_scp_and_check_readiness(dev, prod, existing, dev_config, prod_config):
+    for graph, forwards in (
+        (dev, {11112: 11112}),
+        (prod, {2762: 11112}),
+        (existing, {11112: 11112, 2762: 2762}),
+    ):
+        groups = {g.outputs["arn"]: g.inputs for g in graph.of_type("aws:lb/targetGroup:TargetGroup")}
+        for port, listener in _listeners(graph).items():
+            group = groups[listener["defaultActions"][0]["targetGroupArn"]]
+            assert int(group["port"]) == forwards[port]
+            assert group["targetType"] == "ip" and group["protocol"] == "TCP"
+            assert group["healthCheck"]["port"] == "8080" and group["healthCheck"]["path"] == "/readyz"
+    assert all(
+        g.inputs["deregistrationDelay"] >= dev_config.scp.drain_seconds
+        for g in dev.of_type("aws:lb/targetGroup:TargetGroup")
+    )
+    (prod_group,) = prod.of_type("aws:lb/targetGroup:TargetGroup")
+    assert int(prod_group.inputs["deregistrationDelay"]) == 90 >= prod_config.scp.drain_seconds
+
+
+def test_nlb_admits_only_configured_clients(dev, prod, existing):
+    def ingress(graph: Graph) -> set[tuple[int, str]]:
+        nlb_group = graph.one("aws:ec2/securityGroup:SecurityGroup", "lb-nlb")
+        return {
+            (int(r.inputs["fromPort"]), r.inputs["cidrIpv4"])
+            for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+            if r.inputs["securityGroupId"] == nlb_group.outputs["id"]
+        }
+
+    assert ingress(dev) == {(11112, "10.0.0.0/8")}
+    assert ingress(prod) == {(2762, "10.20.0.0/16"), (2762, "10.30.4.0/24")}
+    assert ingress(existing) == {(11112, EXISTING_VPC_CIDR), (2762, EXISTING_VPC_CIDR)}  # default: the VPC
+
+
+# --- SCP service ------------------------------------------------------------------------------
+def _container(graph: Graph) -> dict:
+    (container,) = graph.one("aws:ecs/taskDefinition:TaskDefinition").json("containerDefinitions")
+    return container
+
+
+def test_image_is_built_from_the_scp_dockerfile_or_taken_prebuilt(dev, existing):
+    image = dev.one("awsx:ecr:Image")
+    assert image.inputs["dockerfile"] == str(ROOT / "scp" / "Dockerfile")
+    assert image.inputs["context"] == str(ROOT)
+    assert image.inputs["repositoryUrl"] == dev.one("aws:ecr/repository:Repository").outputs["repositoryUrl"]
+    assert _container(dev)["image"].startswith(image.inputs["repositoryUrl"] + "@sha256:")
+    assert (
+        existing.of_type("awsx:ecr:Image") == [] and existing.of_type("aws:ecr/repository:Repository") == []
+    )
+    assert _container(existing)["image"] == EXISTING_VPC["serviceImageUri"]
+
+
+def test_cluster_has_container_insights(graph):
+    assert graph.one("aws:ecs/cluster:Cluster").inputs["settings"] == [
+        {"name": "containerInsights", "value": "enabled"}
+    ]
+
+
+def test_task_definition_is_a_hardened_fargate_task(dev, prod, prod_config):
+    for graph, cpu, memory in ((dev, "1024", "2048"), (prod, "2048", "4096")):
+        task = graph.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+        assert (task["cpu"], task["memory"]) == (cpu, memory)
+        assert task["requiresCompatibilities"] == ["FARGATE"] and task["networkMode"] == "awsvpc"
+        assert task["ephemeralStorage"] == {"sizeInGib": 50}
+        container = _container(graph)
+        assert container["readonlyRootFilesystem"] is True
+        assert container["user"] and not container["user"].startswith(("0", "root"))
+        assert {"/tmp"} <= {m["containerPath"] for m in container["mountPoints"]}
+        assert (
+            container["healthCheck"]["command"][0] == "CMD"
+            and "/healthz" in container["healthCheck"]["command"][-1]
+        )
+        assert container["logConfiguration"]["logDriver"] == "awslogs"
+    assert _container(prod)["stopTimeout"] == 90 >= prod_config.scp.drain_seconds
+
+
+@pytest.mark.parametrize("shape", ["dev", "prod", "existing"])
+def test_container_environment_is_the_config_models(request, shape):
+    graph = request.getfixturevalue(shape)
+    config = request.getfixturevalue(f"{shape}_config")
+    settings = deployed_scp_settings(config.scp, bucket(graph, "dicom").outputs["bucket"])
+    environment = {e["name"]: e["value"] for e in _container(graph)["environment"]}
+    assert environment == settings.to_env("scp")
+    assert environment["SCP_STORAGE_URI"] == f"s3://{bucket(graph, 'dicom').outputs['bucket']}"
+    assert environment["SCP_AE_TITLE"] == config.scp.ae_title
+
+
+def test_deploy_time_keys_are_the_fields_the_program_sets():
+    from components.config import DEPLOY_TIME_KEYS, flat_keys
+    from components.scp_settings import ScpSettings
+
+    stack = ScpSettings(storage_uri="file:///x", task_id="me", bind_address="127.0.0.1")
+    deployed = deployed_scp_settings(stack, "bucket-1")
+    changed = {f for f in ScpSettings.model_fields if getattr(stack, f) != getattr(deployed, f)}
+    assert {flat_keys()[k][1] for k in DEPLOY_TIME_KEYS} == changed
+
+
+def test_service_runs_privately_with_rollback(graph):
+    service = graph.one("aws:ecs/service:Service").inputs
+    assert service["networkConfiguration"]["assignPublicIp"] is False
+    assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert service["launchType"] == "FARGATE"
+    groups = {g.outputs["arn"]: g for g in graph.of_type("aws:lb/targetGroup:TargetGroup")}
+    for attachment in service["loadBalancers"]:
+        assert attachment["containerName"] == "scp"
+        assert attachment["containerPort"] == groups[attachment["targetGroupArn"]].inputs["port"]
+    assert len(service["loadBalancers"]) == len(groups)
+
+
+def test_task_role_writes_only_incoming_and_batches(graph):
+    dicom = bucket(graph, "dicom").outputs["arn"]
+    grants = [s for s in statements_of(graph, "scp-task-policy") if s["Sid"] != "UseDataKeys"]
+    assert grants == [
+        {
+            "Sid": "WriteIncomingAndManifests",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": [f"{dicom}/{INCOMING_PREFIX}*", f"{dicom}/{BATCHES_PREFIX}*"],
+        },
+        {"Sid": "ReadinessCheck", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [dicom]},
+    ]
+
+
+def test_tasks_accept_only_the_nlb(graph):
+    tasks = graph.one("aws:ec2/securityGroup:SecurityGroup", "scp-tasks")
+    nlb = graph.one("aws:ec2/securityGroup:SecurityGroup", "lb-nlb")
+    rules = [
+        r.inputs
+        for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs["securityGroupId"] == tasks.outputs["id"]
+    ]
+    assert rules and all(r["referencedSecurityGroupId"] == nlb.outputs["id"] for r in rules)
+    assert 8080 in {int(r["fromPort"]) for r in rules}
+
+
+def test_autoscaling_tracks_cpu(dev, prod):
+    for graph, low, high in ((dev, 1, 3), (prod, 2, 6)):
+        target = graph.one("aws:appautoscaling/target:Target").inputs
+        assert (target["minCapacity"], target["maxCapacity"]) == (low, high)
+        assert target["scalableDimension"] == "ecs:service:DesiredCount"
+        tracking = graph.one("aws:appautoscaling/policy:Policy").inputs[
+            "targetTrackingScalingPolicyConfiguration"
+        ]
+        assert tracking["targetValue"] == 50
+        assert (
+            tracking["predefinedMetricSpecification"]["predefinedMetricType"]
+            == "ECSServiceAverageCPUUtilization"
+        )
+        assert (tracking["scaleInCooldown"], tracking["scaleOutCooldown"]) == (60, 60)
+
+
+# --- monitoring -------------------------------------------------------------------------------
+def test_every_failure_mode_has_an_alarm_to_the_topic(dev):
+    topic = dev.one("aws:sns/topic:Topic")
+    alarms = dev.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    watched = {(a.inputs.get("namespace"), a.inputs.get("metricName")) for a in alarms}
+    assert {
+        ("AWS/ECS", "CPUUtilization"),
+        ("AWS/ECS", "MemoryUtilization"),
+        ("AWS/NetworkELB", "UnHealthyHostCount"),
+        ("AWS/NetworkELB", "HealthyHostCount"),
+        ("AWS/States", "ExecutionsFailed"),
+        ("AWS/States", "ExecutionsTimedOut"),
+        ("AWS/States", "ExecutionTime"),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/Lambda", "Errors"),
+    } <= watched
+    lambda_alarms = {
+        a.inputs["dimensions"]["FunctionName"] for a in alarms if a.inputs.get("metricName") == "Errors"
+    }
+    assert lambda_alarms == {f.outputs["name"] for f in dev.of_type(LAMBDA)}
+    (store,) = [a for a in alarms if "store-failures" in a.name]
+    assert (
+        store.inputs["metricQueries"][0]["expression"] == 'SELECT SUM(StoreFailures) FROM "DicomIngest/Scp"'
+    )
+    assert all(a.inputs["alarmActions"] == [topic.outputs["arn"]] for a in alarms)
+
+
+def test_store_failure_metric_matches_the_scp():
+    from components.monitoring import SCP_METRICS_NAMESPACE, SCP_STORE_FAILURES_METRIC
+    from scp.metrics import NAMESPACE
+
+    assert SCP_METRICS_NAMESPACE == NAMESPACE
+    assert SCP_STORE_FAILURES_METRIC in Path(ROOT / "scp" / "metrics.py").read_text()
+
+
+def test_alarm_email_and_dashboard(dev, prod):
+    assert dev.of_type("aws:sns/topicSubscription:TopicSubscription") == []
+    subscription = prod.one("aws:sns/topicSubscription:TopicSubscription")
+    assert (subscription.inputs["protocol"], subscription.inputs["endpoint"]) == (
+        "email",
+        "imaging-ops@example.org",
+    )
+    body = dev.one("aws:cloudwatch/dashboard:Dashboard").json("dashboardBody")
+    titles = {w["properties"]["title"] for w in body["widgets"]}
+    assert {"SCP store failures", "Import executions", "Dead-letter queue", "NLB targets"} <= titles
+
+
+# --- security policies over the whole graph ---------------------------------------------------
+def test_no_wildcard_actions(graph):
+    assert policies.wildcard_actions(graph) == []
+
+
+def test_no_wildcard_resources_except_justified(graph):
+    assert policies.wildcard_resources(graph) == []
+
+
+def test_no_resource_policy_allows_everyone(graph):
+    assert policies.public_principals(graph) == []
+
+
+def test_no_security_group_open_to_the_world(graph):
+    assert policies.open_ingress(graph, public=False) == []
+
+
+def test_a_public_stack_must_say_so(dev_config, package):
+    public = from_flat({"loadBalancerPublic": "true", "loadBalancerAllowedCidrs": "0.0.0.0/0"}, stack="edge")
+    graph = _run(public, package)
+    assert graph.one("aws:lb/loadBalancer:LoadBalancer").inputs["internal"] is False
+    assert policies.open_ingress(graph, public=False) == ["dicom-lb-dicom-from-0: ingress from 0.0.0.0/0"]
+    assert policies.open_ingress(graph, public=True) == []
