@@ -1,0 +1,380 @@
+"""The embedded local stack: the whole pipeline in one process, no AWS account (DESIGN "The local stack").
+
+``with LocalStack(config) as stack:`` starts moto in server mode (Step Functions execution on),
+replaces moto's docker Lambda runner with an in-process call of our real handlers
+(cli/local/moto_lambda.py), starts the HealthImaging emulator, creates the resources from the
+same config, function list and ASL builder the Pulumi program uses, wires the S3 -> trigger
+notification on ``batches/*.json``, and starts the SCP writing to the dicom bucket.
+
+The handlers run in this process (inside moto's server threads), so the stack sets the union
+of the functions' environments in ``os.environ`` and restores it on exit. Used by
+``dicomctl dev``/``demo``, the end-to-end tests and the workflow benchmark.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from cli.local import moto_lambda
+from components.asl import build_definition
+from components.config import PROJECT_NAME, StackConfig
+from components.layout import (
+    BATCHES_PREFIX,
+    FUNCTIONS,
+    MANIFEST_SUFFIX,
+    TABLE_INDEXES,
+    TABLE_PARTITION_KEY,
+    TABLE_SORT_KEY,
+    TTL_ATTRIBUTE,
+)
+from components.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_SESSION_TOKEN": "local",
+}
+LOCAL_ACCOUNT = "123456789012"  # moto's default account
+POWERTOOLS_ENV = {
+    "POWERTOOLS_SERVICE_NAME": "dicom-ingest",
+    "POWERTOOLS_METRICS_NAMESPACE": "DicomIngest/Workflow",
+    "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+    "POWERTOOLS_METRICS_DISABLED": "true",  # no CloudWatch: keep EMF lines off the console
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+LAMBDA_RUNTIME = "python3.12"
+
+
+def _resource_prefix(stack: str) -> str:
+    slug = re.sub(r"[^a-z0-9-]+", "-", f"{PROJECT_NAME}-{stack}".lower()).strip("-")
+    return slug[:40]
+
+
+class LocalStack:
+    """moto server + in-process Lambdas + HealthImaging emulator + SCP, created from one config."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        *,
+        scp_port: int = 11112,
+        poll_seconds: float = 1.0,
+        ahi_job_seconds: float = 0.5,
+        data_dir: Path | None = None,
+        moto_port: int = 0,
+        region: str = "us-east-1",
+    ):
+        self.config = config
+        self.scp_port = scp_port
+        # An ASL Wait takes whole seconds; the local stack polls at least once a second.
+        self.poll_seconds = max(1, math.ceil(poll_seconds))
+        self.ahi_job_seconds = ahi_job_seconds
+        self.moto_port = moto_port
+        self.region = region
+        self._data_dir = data_dir
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._saved_env: dict[str, str | None] = {}
+        self._werkzeug_level: int | None = None
+        self._server: ThreadedMotoServer | None = None
+        self._patched = False
+        self.ahi: Any = None
+        self.scp: Any = None
+        self.outputs: dict[str, Any] = {}
+        self.environment: dict[str, str] = {}
+        self.resources: WorkflowResources | None = None
+        self.workflow: WorkflowSettings | None = None
+        self.function_arns: dict[str, str] = {}
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._set_env(FAKE_CREDENTIALS | {"AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region})
+        werkzeug = logging.getLogger("werkzeug")
+        self._werkzeug_level = werkzeug.level
+        werkzeug.setLevel(logging.ERROR)  # one line per moto request otherwise
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        moto_url = f"http://{host}:{port}"
+        # The ASL interpreter calls Lambda at localhost:$MOTO_PORT.
+        self._set_env({"MOTO_PORT": str(port)})
+        # Run state machines for real (the ASL interpreter), set through the server's config API.
+        self._moto_api(moto_url, "config", {"stepfunctions": {"execute_state_machine": True}})
+        moto_lambda.install()
+        self._patched = True
+        for spec in FUNCTIONS:  # import every handler now: fails early, and the first batch is not slower
+            moto_lambda.resolve_handler(spec.handler)
+
+        from cli.local.ahi_emulator import AhiEmulator
+
+        self.ahi = AhiEmulator(s3_endpoint_url=moto_url, region=self.region, job_seconds=self.ahi_job_seconds)
+        ahi_url = self.ahi.start()
+        self.environment = {
+            "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ENDPOINT_URL_MEDICAL_IMAGING": ahi_url,
+            "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
+            "AWS_DEFAULT_REGION": self.region,
+            **{k: v for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN"},
+        }
+        self._set_env(self.environment)
+        self._create_resources()
+        self._start_scp()
+
+    def stop(self) -> None:
+        """SCP first (it seals its open batches), then the emulator and moto; restore the process."""
+        if self.scp is not None:
+            self.scp.stop()
+            self.scp = None
+        if self.ahi is not None:
+            self.ahi.stop()
+            self.ahi = None
+        if self._server is not None:
+            # moto's backends and config are process-wide: leave the process as we found it.
+            host, port = self._server.get_host_and_port()
+            moto_url = f"http://{host}:{port}"
+            self._moto_api(moto_url, "config", {"stepfunctions": {"execute_state_machine": False}})
+            self._moto_api(moto_url, "reset")
+            self._server.stop()
+            self._server = None
+        if self._patched:
+            moto_lambda.uninstall()
+            self._patched = False
+        if self._werkzeug_level is not None:
+            logging.getLogger("werkzeug").setLevel(self._werkzeug_level)
+            self._werkzeug_level = None
+        for name, value in reversed(list(self._saved_env.items())):
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # --- what callers use ------------------------------------------------------------------
+    def client(self, service: str) -> Any:
+        """A boto3 client for this stack (moto, or the emulator for ``medical-imaging``)."""
+        return boto3.session.Session().client(service, region_name=self.region)
+
+    def run_sweeper(self, min_age_seconds: int | None = None) -> dict[str, Any]:
+        """Invoke the sweeper function now (schedules do not fire locally); returns its result.
+
+        ``min_age_seconds`` overrides the configured age for this run (tests use 0).
+        """
+        event = {} if min_age_seconds is None else {"minAgeSeconds": min_age_seconds}
+        response = self.client("lambda").invoke(
+            FunctionName=self.function_arns["sweeper"], Payload=json.dumps(event).encode()
+        )
+        payload = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            raise RuntimeError(f"sweeper failed: {payload}")
+        return payload
+
+    # --- internals -------------------------------------------------------------------------
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    @staticmethod
+    def _moto_api(moto_url: str, path: str, body: dict[str, Any] | None = None) -> None:
+        """moto's own control API (``/moto-api/config``, ``/moto-api/reset``)."""
+        request = urllib.request.Request(
+            f"{moto_url}/moto-api/{path}",
+            data=json.dumps(body or {}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def _create_resources(self) -> None:
+        prefix = _resource_prefix(self.config.stack)
+        iam, s3, ddb, sqs = (self.client(s) for s in ("iam", "s3", "dynamodb", "sqs"))
+        lam, sfn = self.client("lambda"), self.client("stepfunctions")
+
+        roles = {
+            name: iam.create_role(RoleName=f"{prefix}-{name}", AssumeRolePolicyDocument=_trust(service))[
+                "Role"
+            ]["Arn"]
+            for name, service in (
+                ("functions", "lambda.amazonaws.com"),
+                ("workflow", "states.amazonaws.com"),
+                ("import", "medical-imaging.amazonaws.com"),
+            )
+        }
+        dicom_bucket, results_bucket = f"{prefix}-dicom", f"{prefix}-results"
+        for bucket in (dicom_bucket, results_bucket):
+            s3.create_bucket(Bucket=bucket)
+        table = f"{prefix}-jobs"
+        create_job_table(ddb, table)
+        dlq_url = sqs.create_queue(QueueName=f"{prefix}-dlq")["QueueUrl"]
+        datastore_id = self.ahi.create_datastore(f"{prefix}-datastore")
+
+        state_machine_name = f"{prefix}-import"
+        state_machine_arn = f"arn:aws:states:{self.region}:{LOCAL_ACCOUNT}:stateMachine:{state_machine_name}"
+        self.resources = WorkflowResources(
+            dicom_bucket=dicom_bucket,
+            results_bucket=results_bucket,
+            job_table=table,
+            state_machine_arn=state_machine_arn,
+            datastore_id=datastore_id,
+            import_role_arn=roles["import"],
+            dlq_url=dlq_url,
+        )
+        self.workflow = self.config.workflow.model_copy(update={"poll_seconds": self.poll_seconds})
+        function_env = self.resources.to_env(ENV_PREFIX) | self.workflow.to_env(ENV_PREFIX) | POWERTOOLS_ENV
+        # Handlers run in this process: give it the union of the functions' environments.
+        self._set_env(
+            {k: v for k, v in function_env.items() if k not in POWERTOOLS_ENV or k not in os.environ}
+        )
+
+        package = _placeholder_package()
+        for spec in FUNCTIONS:
+            self.function_arns[spec.name] = lam.create_function(
+                FunctionName=f"{prefix}-{spec.name.replace('_', '-')}",
+                Runtime=LAMBDA_RUNTIME,
+                Role=roles["functions"],
+                Handler=spec.handler,
+                Code={"ZipFile": package},
+                Timeout=spec.timeout_seconds,
+                MemorySize=spec.memory_mb,
+                Description=spec.description,
+                Environment={"Variables": function_env},
+            )["FunctionArn"]
+
+        definition = build_definition(self.function_arns, self.workflow)
+        created = sfn.create_state_machine(
+            name=state_machine_name, definition=json.dumps(definition), roleArn=roles["workflow"]
+        )["stateMachineArn"]
+        if created != state_machine_arn:
+            raise RuntimeError(f"state machine ARN {created} differs from the expected {state_machine_arn}")
+
+        s3.put_bucket_notification_configuration(
+            Bucket=dicom_bucket,
+            NotificationConfiguration={
+                "LambdaFunctionConfigurations": [
+                    {
+                        "LambdaFunctionArn": self.function_arns["trigger"],
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {
+                            "Key": {
+                                "FilterRules": [
+                                    {"Name": "prefix", "Value": BATCHES_PREFIX},
+                                    {"Name": "suffix", "Value": MANIFEST_SUFFIX},
+                                ]
+                            }
+                        },
+                    }
+                ]
+            },
+        )
+        self.outputs = {
+            "endpointHost": "127.0.0.1",
+            "dicomPort": None,  # set once the SCP is listening
+            "aeTitle": self.config.scp.ae_title,
+            "dicomBucket": dicom_bucket,
+            "resultsBucket": results_bucket,
+            "jobTable": table,
+            "stateMachineArn": state_machine_arn,
+            "datastoreId": datastore_id,
+            "dlqUrl": dlq_url,
+            "region": self.region,
+        }
+
+    def _start_scp(self) -> None:
+        from scp.server import StoreScp
+
+        if self._data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="dicom-local-")
+            data_dir = Path(self._tmp.name)
+        else:
+            data_dir = Path(self._data_dir)
+        spool = data_dir / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        settings = self.config.scp.model_copy(
+            update={
+                "storage_uri": f"s3://{self.outputs['dicomBucket']}",
+                "port": self.scp_port,
+                "bind_address": "127.0.0.1",
+                "health_port": 0,
+                "spool_dir": spool,
+                "tls_enabled": False,
+                "plain_enabled": True,
+                "workers": 1,
+                "task_id": "local",
+            }
+        )
+        self.scp = StoreScp(settings)
+        self.scp.start()
+        self.outputs["dicomPort"] = self.scp.port
+
+
+def _trust(service: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}],
+        }
+    )
+
+
+def create_job_table(ddb: Any, table: str) -> None:
+    """The job table exactly as components/layout.py declares it (keys, GSIs, TTL)."""
+    attributes = {TABLE_PARTITION_KEY, TABLE_SORT_KEY} | {a for pair in TABLE_INDEXES.values() for a in pair}
+    ddb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+        KeySchema=[
+            {"AttributeName": TABLE_PARTITION_KEY, "KeyType": "HASH"},
+            {"AttributeName": TABLE_SORT_KEY, "KeyType": "RANGE"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": name,
+                "KeySchema": [
+                    {"AttributeName": pk, "KeyType": "HASH"},
+                    {"AttributeName": sk, "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+            for name, (pk, sk) in TABLE_INDEXES.items()
+        ],
+    )
+    ddb.update_time_to_live(
+        TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+    )
+
+
+def _placeholder_package() -> bytes:
+    """moto wants a code package; the code that runs is ours, in-process (moto_lambda)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("README.txt", "handlers run in-process, see cli/local/moto_lambda.py\n")
+    return buffer.getvalue()
