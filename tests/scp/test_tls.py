@@ -1,0 +1,70 @@
+"""DICOM TLS: the SCP process serves TLS only and verifies client certificates."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+from pydicom import dcmread
+
+from tests.scp.certificates import make_pki
+from tests.scp.dicom_factory import write_instance
+from tests.scp.harness import ScpProcess, associate, file_contexts, raw_sending
+from tests.scp.manifests import wait_file_manifests
+
+
+@pytest.fixture(scope="module")
+def tls_scp(tmp_path_factory):
+    work = tmp_path_factory.mktemp("scp-tls")
+    pki = make_pki(work / "pki")
+    scp = ScpProcess(
+        {
+            "SCP_STORAGE_URI": f"file://{work / 'store'}",
+            "SCP_PLAIN_ENABLED": "false",
+            "SCP_TLS_ENABLED": "true",
+            "SCP_TLS_PORT": "0",
+            "SCP_TLS_CERT_FILE": str(pki.server_cert),
+            "SCP_TLS_KEY_FILE": str(pki.server_key),
+            "SCP_TLS_CA_FILE": str(pki.ca_cert),
+            "SCP_TLS_REQUIRE_CLIENT_CERT": "true",
+        },
+        work,
+    )
+    yield scp, pki, work / "store"
+    assert scp.stop() == 0
+
+
+def _client_context(pki, *, with_certificate: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the minimum the SCP accepts works
+    if with_certificate:
+        context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    return context
+
+
+def test_tls_with_client_certificate_stores(tls_scp, tmp_path):
+    scp, pki, store = tls_scp
+    assert scp.port is None and scp.tls_port
+    path = write_instance(tmp_path / "tls.dcm")
+    assoc = associate(
+        scp.tls_port,
+        file_contexts([path]),
+        tls_args=(_client_context(pki, with_certificate=True), "localhost"),
+    )
+    assert assoc.is_established
+    with raw_sending():
+        assert assoc.send_c_store(path).Status == 0
+    assoc.release()
+    [manifest] = wait_file_manifests(store, {str(dcmread(path).SOPInstanceUID)})
+    assert manifest.seal_reason == "release"
+
+
+def test_tls_without_client_certificate_is_refused(tls_scp, tmp_path):
+    scp, pki, _ = tls_scp
+    path = write_instance(tmp_path / "x.dcm")
+    assoc = associate(
+        scp.tls_port,
+        file_contexts([path]),
+        tls_args=(_client_context(pki, with_certificate=False), "localhost"),
+    )
+    assert not assoc.is_established
