@@ -35,7 +35,7 @@ def ahi_s3(ahi_s3_url: str) -> Any:
 
 @pytest.fixture(scope="module")
 def ahi_emulator(ahi_s3_url: str) -> Iterator[AhiEmulator]:
-    emu = AhiEmulator(s3_endpoint_url=ahi_s3_url, region=REGION, job_seconds=0.3)
+    emu = AhiEmulator(s3_endpoint_url=ahi_s3_url, region=REGION, job_seconds=0.2)
     emu.start()
     yield emu
     emu.stop()
