@@ -1,0 +1,105 @@
+"""scp/Dockerfile cannot be built here (no Docker engine): check what it copies and installs."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.scp.harness import REPO
+
+DOCKERFILE = (REPO / "scp" / "Dockerfile").read_text()
+# import name -> distribution name
+DISTRIBUTIONS = {
+    "pydantic": "pydantic",
+    "pynetdicom": "pynetdicom",
+    "pydicom": "pydicom",
+    "boto3": "boto3",
+    "botocore": "botocore",
+}
+
+
+def _instructions() -> list[str]:
+    return [
+        line.strip()
+        for line in re.sub(r"\\\n\s*", " ", DOCKERFILE).splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
+def _copied() -> set[Path]:
+    copied = set()
+    for line in _instructions():
+        if line.startswith("COPY "):
+            copied.update(REPO / part.rstrip("/") for part in line.split()[1:-1])
+    return copied
+
+
+def _installed() -> dict[str, str]:
+    [line] = [line for line in _instructions() if line.startswith("RUN pip install")]
+    return dict(re.findall(r"([A-Za-z0-9_.-]+)==([0-9][^\s&]*)", line))
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_copied_paths_exist_and_cover_every_project_module_the_scp_imports():
+    copied = _copied()
+    assert all(path.exists() for path in copied), [p for p in copied if not p.exists()]
+    scp_files = sorted((REPO / "scp").rglob("*.py"))
+    project_modules = {name for f in scp_files for name in _imports(f) if name.split(".")[0] == "components"}
+    # the components modules imported, and what they import in turn
+    pending, needed = list(project_modules), set()
+    while pending:
+        module = pending.pop()
+        if module in needed:
+            continue
+        needed.add(module)
+        pending.extend(
+            n for n in _imports(REPO / (module.replace(".", "/") + ".py")) if n.startswith("components")
+        )
+    for module in needed | {"components"}:
+        path = REPO / (module.replace(".", "/") + ".py")
+        path = path if path.exists() else REPO / module / "__init__.py"
+        assert path in copied or path.parent in copied, f"{path} is not copied into the image"
+    assert REPO / "scp" in copied
+
+
+def test_third_party_imports_are_installed_with_the_pyproject_pins():
+    installed = _installed()
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    files = [*(REPO / "scp").rglob("*.py"), *(p for p in _copied() if p.suffix == ".py")]
+    third_party = {
+        name.split(".")[0]
+        for f in files
+        for name in _imports(f)
+        if name.split(".")[0] not in stdlib | {"scp", "components"}
+    }
+    assert third_party <= set(DISTRIBUTIONS), third_party
+    assert {DISTRIBUTIONS[name] for name in third_party} <= set(installed)
+    pins = dict(
+        re.match(r"([A-Za-z0-9_.-]+)==(.+)", dep).groups()
+        for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
+    for name, version in installed.items():
+        assert pins[name] == version, f"{name}: image {version}, pyproject {pins[name]}"
+
+
+def test_container_contract():
+    instructions = _instructions()
+    assert instructions[0] == "FROM python:3.11-slim"
+    assert "EXPOSE 11112 2762 8080" in instructions
+    assert "STOPSIGNAL SIGTERM" in instructions
+    assert any(line.startswith("USER ") and line.split()[1] not in ("root", "0") for line in instructions)
+    assert any(line.startswith("HEALTHCHECK") and "/healthz" in line for line in instructions)
+    assert instructions[-1] == 'ENTRYPOINT ["python", "-m", "scp"]'
+    assert any("SCP_SPOOL_DIR=/tmp/" in line for line in instructions)
