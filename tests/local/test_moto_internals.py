@@ -1,0 +1,65 @@
+"""Smoke test of the moto internals the local stack relies on (moto pinned to 5.2.5).
+
+If this fails after a moto upgrade, cli/local/moto_lambda.py or cli/local/stack.py must follow
+the new names: see DESIGN.md "The local stack".
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import urllib.request
+
+import moto
+from moto.awslambda.models import LambdaFunction
+from moto.core.config import default_user_config
+from moto.server import ThreadedMotoServer
+
+from cli.local import moto_lambda
+
+
+def test_moto_is_the_pinned_version():
+    assert moto.__version__ == "5.2.5"
+
+
+def test_lambda_invoke_goes_through_invoke_lambda_with_the_expected_signature():
+    assert "_invoke_lambda" in LambdaFunction.__dict__
+    assert list(inspect.signature(moto_lambda._ORIGINAL).parameters) == ["self", "event"]
+    assert "_invoke_lambda(" in inspect.getsource(LambdaFunction.invoke)
+
+
+def test_patch_installs_and_uninstalls_cleanly():
+    original = LambdaFunction._invoke_lambda
+    moto_lambda.install()
+    try:
+        assert LambdaFunction._invoke_lambda is not original
+    finally:
+        moto_lambda.uninstall()
+    assert LambdaFunction._invoke_lambda is original
+
+
+def test_step_functions_execution_is_switched_on_through_the_server_config_api():
+    assert default_user_config["stepfunctions"] == {"execute_state_machine": False}
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        body = json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode()
+        request = urllib.request.Request(f"http://{host}:{port}/moto-api/config", data=body, method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
+        assert default_user_config["stepfunctions"]["execute_state_machine"] is True
+        from moto.stepfunctions.responses import get_backend
+
+        assert type(get_backend("123456789012", "us-east-1")).__name__ == "StepFunctionsParserBackend"
+    finally:
+        default_user_config["stepfunctions"] = {"execute_state_machine": False}
+        server.stop()
+
+
+def test_the_asl_interpreter_calls_lambda_on_moto_port():
+    from moto.stepfunctions.parser.asl.utils import boto_client
+
+    assert "moto_server_port()" in inspect.getsource(boto_client.boto_client_for)
+    from moto.settings import moto_server_port
+
+    assert "MOTO_PORT" in inspect.getsource(moto_server_port)
