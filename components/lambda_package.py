@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import zipfile
@@ -22,7 +23,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 # The components modules the handlers import (pure data and settings; no pulumi).
 COMPONENT_MODULES = ("__init__", "layout", "config_base", "workflow_settings", "dicom_support")
-# Pure-Python distributions bundled into the zip (top-level import names).
+# Pure-Python distributions bundled into the zip (import name = distribution name), with their metadata.
 BUNDLED_PACKAGES = ("pydicom",)
 # Parts of bundled packages the handlers never use at runtime (test data, download helpers).
 EXCLUDED_PARTS = ("pydicom/data/test_files", "pydicom/data/charset_files")
@@ -52,6 +53,16 @@ def _tree(directory: Path, arc_root: str) -> dict[str, Path]:
     }
 
 
+def _metadata(distribution: str) -> dict[str, Path]:
+    """The distribution's ``*.dist-info`` (packages such as pydicom read their version from it)."""
+    dist = importlib.metadata.distribution(distribution)
+    return {
+        str(f): Path(str(dist.locate_file(f)))
+        for f in dist.files or []
+        if f.parts[0].endswith(".dist-info") and f.name in ("METADATA", "LICENSE", "top_level.txt")
+    }
+
+
 def package_sources(project_dir: Path = PROJECT_DIR) -> dict[str, Path]:
     """Archive name -> source file, for everything that goes into the package."""
     sources = _tree(project_dir / "handlers", "handlers")
@@ -64,6 +75,7 @@ def package_sources(project_dir: Path = PROJECT_DIR) -> dict[str, Path]:
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError(f"{package} is not installed; run `make test` or pip install -e '.[dev]'")
         sources.update(_tree(Path(next(iter(spec.submodule_search_locations))), package))
+        sources.update(_metadata(package))
     return {name: path for name, path in sources.items() if _wanted(name)}
 
 

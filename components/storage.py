@@ -39,6 +39,7 @@ class Storage(pulumi.ComponentResource):
         super().__init__("dicom-ingest:index:Storage", name, None, opts)
         self._settings = settings = args.settings
         self._account_id = args.account_id
+        self._versioning: dict[str, aws.s3.BucketVersioning] = {}  # replication needs versioning first
 
         self.kms_key = None
         self.kms_key_arn = None
@@ -171,7 +172,7 @@ class Storage(pulumi.ComponentResource):
             opts=child,
         )
         if versioned:
-            aws.s3.BucketVersioning(
+            self._versioning[name] = aws.s3.BucketVersioning(
                 f"{name}-versioning",
                 bucket=bucket.id,
                 versioning_configuration={"status": "Enabled"},
@@ -260,5 +261,7 @@ class Storage(pulumi.ComponentResource):
             bucket=self.results_bucket.id,
             role=self.replication_role.arn,
             rules=[rule],
-            opts=pulumi.ResourceOptions(parent=self.results_bucket),
+            opts=pulumi.ResourceOptions(
+                parent=self.results_bucket, depends_on=list(self._versioning.values())
+            ),
         )
