@@ -44,6 +44,23 @@ def head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         raise classify(exc) from exc
 
 
+def probe(s3: Any, bucket: str, key: str, first_bytes: int) -> tuple[bytes, int, dict[str, str]] | None:
+    """The first bytes of an object, its total size and its metadata, in one ranged GET (None: missing)."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{first_bytes - 1}")
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # an empty object
+            found = head(s3, bucket, key)
+            return None if found is None else (b"", 0, found.get("Metadata") or {})
+        raise classify(exc) from exc
+    data = response["Body"].read()
+    content_range = response.get("ContentRange") or ""
+    size = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else int(response["ContentLength"])
+    return data, size, response.get("Metadata") or {}
+
+
 def read(s3: Any, bucket: str, key: str, first_bytes: int | None = None) -> bytes:
     kwargs = {"Range": f"bytes=0-{first_bytes - 1}"} if first_bytes else {}
     try:

@@ -67,22 +67,24 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
 
 
 def describe_object(s3: Any, bucket: str, listed: dict[str, Any]) -> ManifestInstance:
-    key, size = listed["Key"], int(listed["Size"])
-    metadata = (objects.head(s3, bucket, key) or {}).get("Metadata") or {}
-    probe = objects.read(s3, bucket, key, HEADER_PROBE_BYTES) if size else b""
-    data = probe
+    key = listed["Key"]
+    found = objects.probe(s3, bucket, key, HEADER_PROBE_BYTES)
+    data, size, metadata = found if found is not None else (b"", int(listed["Size"]), {})
     sha256 = metadata.get("sha256", "")
-    if not sha256 and size > len(probe):
-        data = objects.read(s3, bucket, key)
-    if not sha256:
+    if not sha256:  # not written by our SCP: hash the bytes themselves
+        if size > len(data):
+            data = objects.read(s3, bucket, key)
         sha256 = hashlib.sha256(data).hexdigest()
-    uids = {
-        "sop_class_uid": "",
-        "sop_instance_uid": "",
-        "study_instance_uid": "",
-        "series_instance_uid": "",
-        "transfer_syntax_uid": "",
-    }
+    uids = dict.fromkeys(
+        (
+            "sop_class_uid",
+            "sop_instance_uid",
+            "study_instance_uid",
+            "series_instance_uid",
+            "transfer_syntax_uid",
+        ),
+        "",
+    )
     try:
         try:
             header = parse_header(data, complete=size <= len(data))

@@ -2,9 +2,9 @@
 
 For every manifest instance: the object exists with the recorded size, its ``sha256`` metadata
 equals the manifest's, it is a Part 10 file whose SOP Instance UID matches the manifest, and it
-meets HealthImaging's transfer syntax and element constraints (handlers/dicom_header.py). The
-header is read with a ranged GET; only objects whose header is longer than the probe are read
-whole. Objects are checked in parallel (I/O bound).
+meets HealthImaging's transfer syntax and element constraints (handlers/dicom_header.py). One
+ranged GET per object returns the header bytes, the total size and the metadata; only objects
+whose header is longer than the probe are read whole. Objects are checked in parallel (I/O bound).
 """
 
 from __future__ import annotations
@@ -45,24 +45,20 @@ def load_manifest(s3: Any, bucket: str, key: str) -> BatchManifest:
 
 
 def check_instance(s3: Any, bucket: str, manifest: BatchManifest, instance: ManifestInstance) -> Verdict:
-    found = objects.head(s3, bucket, instance.key)
+    found = objects.probe(s3, bucket, instance.key, HEADER_PROBE_BYTES)
     if found is None:
         earlier = objects.read_reason(s3, bucket, manifest.batch_id, manifest.prefix, instance.key)
         if earlier is not None:
             return Verdict(instance, earlier.get("reason", "quarantined"), already_quarantined=True)
         return Verdict(instance, "object listed in the manifest does not exist")
-    size = int(found.get("ContentLength", -1))
+    data, size, metadata = found
     if size != instance.size:
         return Verdict(instance, f"object is {size} bytes, the manifest records {instance.size}")
-    stored_sha = (found.get("Metadata") or {}).get("sha256", "")
-    if stored_sha.lower() != instance.sha256.lower():
+    if metadata.get("sha256", "").lower() != instance.sha256.lower():
         return Verdict(instance, "object sha256 metadata differs from the manifest's checksum")
     try:
         try:
-            header = parse_header(
-                objects.read(s3, bucket, instance.key, HEADER_PROBE_BYTES),
-                complete=size <= HEADER_PROBE_BYTES,
-            )
+            header = parse_header(data, complete=size <= len(data))
         except Truncated:
             header = parse_header(objects.read(s3, bucket, instance.key), complete=True)
     except NotPart10 as exc:
