@@ -1,0 +1,111 @@
+"""``dicomctl config show|validate``: the resolved stack config and outputs, checked by the shared model."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.context import AppContext, JsonOption
+from cli.errors import CliError, MissingOutput
+from components.config import GROUPS, read_stack_values
+from components.config_base import camel_name
+from components.layout import STACK_OUTPUTS
+
+app = typer.Typer(help="Show and validate the resolved stack configuration.", no_args_is_help=True)
+
+SECRET_NAME = re.compile(r"secret|password|passphrase|token|credential|private", re.IGNORECASE)
+OPTIONAL_OUTPUTS = {"tlsPort", "dashboardUrl"}  # absent when TLS / the dashboard is off, or locally
+MASK = "********"
+
+
+def masked(name: str, value: Any) -> Any:
+    """Secrets never reach the terminal: by name, and Pulumi ``secure:`` values whatever their name."""
+    if isinstance(value, dict) and "secure" in value:
+        return MASK
+    if SECRET_NAME.search(name) and value not in (None, "", []):
+        return MASK
+    return value
+
+
+def resolved(app: AppContext) -> dict[str, dict[str, Any]]:
+    """Every stack key with its effective value and where it came from (stack file or default)."""
+    config = app.config
+    try:
+        explicit = set(read_stack_values(app.project_dir, app.stack))
+    except Exception:  # noqa: BLE001 - the local stack may have no stack file: everything is a default
+        explicit = set()
+    values: dict[str, dict[str, Any]] = {}
+    for group in GROUPS:
+        settings = getattr(config, group).model_dump(mode="json")
+        for field, value in settings.items():
+            key = camel_name(group, field)
+            values[key] = {"value": masked(key, value), "source": "stack" if key in explicit else "default"}
+    return values
+
+
+def outputs_or_reason(app: AppContext) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        outputs = app.outputs
+    except CliError as exc:
+        return None, exc.message + (f" ({exc.fix})" if exc.fix else "")
+    return {k: masked(k, v) for k, v in outputs.items()}, None
+
+
+@app.command("show")
+def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """The resolved config (stack file + defaults) and the stack outputs, secrets masked."""
+    app_ctx: AppContext = ctx.obj
+    values = resolved(app_ctx)
+    outputs, reason = outputs_or_reason(app_ctx)
+    if app_ctx.wants_json(json_output):
+        app_ctx.print_json(
+            {"stack": app_ctx.stack, "config": values, "outputs": outputs, "outputsUnavailable": reason}
+        )
+        return
+    table = Table(title=f"Config of stack {app_ctx.stack!r}", show_header=True)
+    for column in ("Key", "Value", "Source"):
+        table.add_column(column, overflow="fold")
+    for key, entry in values.items():
+        style = "bold" if entry["source"] == "stack" else "dim"
+        table.add_row(key, f"[{style}]{entry['value']}[/]", entry["source"])
+    app_ctx.console.print(table)
+    if outputs is None:
+        app_ctx.console.print(f"Stack outputs unavailable: {reason}")
+        return
+    out = Table(title="Stack outputs", show_header=True)
+    out.add_column("Output")
+    out.add_column("Value", overflow="fold")
+    for key, value in outputs.items():
+        out.add_row(key, str(value))
+    app_ctx.console.print(out)
+
+
+@app.command("validate")
+def validate(
+    ctx: typer.Context,
+    check_outputs: Annotated[
+        bool, typer.Option("--check-outputs", help="Also require every stack output the CLI reads.")
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Validate the stack config with the shared model (exit 2 with one line per bad value)."""
+    app_ctx: AppContext = ctx.obj
+    app_ctx.config  # noqa: B018 - raises ConfigProblem with one line per bad value
+    missing: list[str] = []
+    if check_outputs:
+        outputs = app_ctx.outputs
+        missing = [k for k in STACK_OUTPUTS if k not in OPTIONAL_OUTPUTS and outputs.get(k) in (None, "")]
+    if app_ctx.wants_json(json_output):
+        app_ctx.print_json({"stack": app_ctx.stack, "valid": not missing, "missingOutputs": missing})
+    elif not missing:
+        app_ctx.console.print(
+            f"stack {app_ctx.stack!r}: configuration is valid" + (" and complete" * check_outputs)
+        )
+    if missing:
+        raise MissingOutput(
+            f"stack {app_ctx.stack!r} lacks outputs: {', '.join(missing)}",
+            fix="run `pulumi up` for the stack, or complete the --outputs file",
+        )

@@ -1,0 +1,92 @@
+"""``dicomctl dev``: the whole pipeline on this machine, in the foreground, until Ctrl-C.
+
+While it runs, its outputs and the environment to reach it are published in
+``<project>/.dicomctl/local.json`` (with this process id), so every other command works with
+``--stack local`` (the default) from another terminal. The file is removed on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.context import AppContext, state_file
+from cli.errors import UsageProblem
+
+
+@contextmanager
+def local_stack(app: AppContext, scp_port: int, publish: bool) -> Iterator[Any]:
+    """Start the local stack from the resolved config; optionally publish it in the state file."""
+    from cli.local.stack import LocalStack
+
+    if app.stack != "local":
+        raise UsageProblem(f"the local stack runs as --stack local, not {app.stack!r}")
+    path = state_file(app.project_dir)
+    if publish and app.local_state is not None:
+        raise UsageProblem(
+            f"a local stack is already running (pid {app.local_state['pid']}, state in {path})",
+            fix="use it, or stop it with Ctrl-C in its terminal",
+        )
+    with LocalStack(app.config, scp_port=scp_port, poll_seconds=1.0, ahi_job_seconds=0.5) as stack:
+        if publish:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            document = {"pid": os.getpid(), "outputs": stack.outputs, "environment": stack.environment}
+            path.write_text(json.dumps(document, indent=2))
+        try:
+            yield stack
+        finally:
+            if publish:
+                path.unlink(missing_ok=True)
+
+
+def describe(app: AppContext, stack: Any) -> None:
+    table = Table(title="Local stack (no AWS account involved)", show_header=True)
+    table.add_column("Output")
+    table.add_column("Value", overflow="fold")
+    for key, value in stack.outputs.items():
+        table.add_row(key, str(value))
+    app.console.print(table)
+    app.console.print("To use it from another shell with the AWS CLI or boto3:")
+    for key, value in stack.environment.items():
+        app.console.print(f"  export {key}={value}", soft_wrap=True)
+    outputs = stack.outputs
+    app.console.print(
+        f"Send a study:  dicomctl send --synthetic ct   "
+        f"(or storescu -aec {outputs['aeTitle']} 127.0.0.1 {outputs['dicomPort']} FILES)",
+        soft_wrap=True,
+    )
+    app.console.print("Ctrl-C stops everything (the SCP first, sealing its open batches).")
+
+
+def dev(
+    ctx: typer.Context,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="DICOM port of the local SCP (0 = any free).")
+    ] = 11112,
+) -> None:
+    """Run the local stack (moto, Lambdas, HealthImaging emulator, SCP) in the foreground."""
+    app: AppContext = ctx.obj
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        with app.logs_to_stderr(), local_stack(app, port, publish=True) as stack:
+            if app.json:
+                app.print_json({"event": "ready", "outputs": stack.outputs, "environment": stack.environment})
+            else:
+                describe(app, stack)
+                app.console.print("[bold green]ready[/]")
+            try:
+                stopped.wait()
+            except KeyboardInterrupt:
+                pass
+            app.err.print("stopping the local stack ...")
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,184 @@
+"""``dicomctl dlq list|redrive``: the dead-letter queue of failed batches.
+
+Each DLQ message is one failed batch (body: batchId, manifestKey, state, error, cause,
+executionArn, at), written by the workflow's failure handler.
+
+Redrive semantics (documented in docs/cli.md):
+- a batch is re-run by starting a NEW execution of the state machine named
+  ``<batchId>-redrive-<n>`` with the original execution's input (the manifest is still in S3;
+  nothing is re-sent by the modality);
+- idempotent: if an execution of that batch (original or redrive) is RUNNING, nothing is
+  started; two operators racing get ExecutionAlreadyExists for the same name, which counts as
+  started; the DLQ message is deleted only after the execution has started (or was found
+  running), so an interrupted redrive can simply be run again;
+- the import job keeps clientToken = batchId, so HealthImaging does not import the batch twice
+  when the earlier StartDICOMImportJob had been accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.context import AppContext, JsonOption
+from cli.errors import OperationFailed, UsageProblem
+
+app = typer.Typer(help="Inspect and re-drive failed batches (the dead-letter queue).", no_args_is_help=True)
+
+REDRIVE_SUFFIX = "-redrive-"
+HOLD_SECONDS = 60  # a message being redriven stays invisible this long
+
+
+def read_messages(sqs: Any, queue_url: str, limit: int, hold_seconds: int = 0) -> list[dict[str, Any]]:
+    """Up to ``limit`` DLQ messages; with hold 0 they stay visible (listing does not consume)."""
+    found: dict[str, dict[str, Any]] = {}
+    idle_rounds = 0
+    while len(found) < limit and idle_rounds < 3:
+        response = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(10, limit - len(found)),
+            VisibilityTimeout=hold_seconds,
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["All"],
+        )
+        fresh = [m for m in response.get("Messages", []) if m["MessageId"] not in found]
+        idle_rounds = 0 if fresh else idle_rounds + 1
+        for message in fresh:
+            found[message["MessageId"]] = message
+    return list(found.values())
+
+
+def parse_body(message: dict[str, Any]) -> dict[str, Any]:
+    try:
+        body = json.loads(message["Body"])
+    except ValueError:
+        body = {}
+    return body if isinstance(body, dict) else {}
+
+
+def batch_executions(sfn: Any, state_machine_arn: str, batch_id: str) -> list[dict[str, Any]]:
+    """The original execution of a batch and every redrive of it."""
+    found = []
+    for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=state_machine_arn):
+        found += [
+            e
+            for e in page.get("executions", [])
+            if e["name"] == batch_id or e["name"].startswith(batch_id + REDRIVE_SUFFIX)
+        ]
+    return found
+
+
+def original_input(sfn: Any, state_machine_arn: str, body: dict[str, Any], bucket: str, poll: int) -> str:
+    """The input the trigger gave the first execution; rebuilt from the message if it is gone."""
+    arn = body.get("executionArn") or (
+        state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + body["batchId"]
+    )
+    try:
+        return sfn.describe_execution(executionArn=arn)["input"]
+    except sfn.exceptions.ExecutionDoesNotExist:
+        from handlers.trigger import execution_input
+
+        return json.dumps(execution_input(body["batchId"], bucket, body.get("manifestKey", ""), poll))
+
+
+def redrive_batch(
+    sfn: Any, state_machine_arn: str, body: dict[str, Any], bucket: str, poll: int
+) -> dict[str, Any]:
+    batch_id = body["batchId"]
+    executions = batch_executions(sfn, state_machine_arn, batch_id)
+    running = [e["name"] for e in executions if e["status"] == "RUNNING"]
+    if running:
+        return {"batchId": batch_id, "outcome": "already-running", "execution": running[0]}
+    redrives = sum(1 for e in executions if e["name"] != batch_id)
+    name = f"{batch_id}{REDRIVE_SUFFIX}{redrives + 1}"
+    try:
+        sfn.start_execution(
+            stateMachineArn=state_machine_arn,
+            name=name,
+            input=original_input(sfn, state_machine_arn, body, bucket, poll),
+        )
+    except sfn.exceptions.ExecutionAlreadyExists:
+        return {"batchId": batch_id, "outcome": "already-started", "execution": name}
+    return {"batchId": batch_id, "outcome": "started", "execution": name}
+
+
+@app.command("list")
+def list_dlq(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most messages to show.")] = 100,
+    json_output: JsonOption = False,
+) -> None:
+    """Show failed batches waiting in the DLQ (messages stay in the queue)."""
+    app_ctx: AppContext = ctx.obj
+    sqs = app_ctx.client("sqs")
+    messages = read_messages(sqs, app_ctx.output("dlqUrl"), limit)
+    rows = []
+    for message in messages:
+        body = parse_body(message)
+        rows.append(
+            {
+                "batchId": body.get("batchId", "?"),
+                "state": body.get("state", ""),
+                "error": body.get("error", ""),
+                "cause": body.get("cause", ""),
+                "at": body.get("at", ""),
+                "receiveCount": int(message.get("Attributes", {}).get("ApproximateReceiveCount", 0)),
+            }
+        )
+    if app_ctx.wants_json(json_output):
+        app_ctx.print_json(rows)
+        return
+    table = Table(title=f"Dead-letter queue ({len(rows)} failed batches)", show_header=True)
+    for column in ("Batch id", "Failed state", "Error", "Cause", "At"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["batchId"], row["state"], f"[red]{row['error']}[/]", row["cause"][:200], row["at"])
+    app_ctx.console.print(table)
+
+
+@app.command("redrive")
+def redrive(
+    ctx: typer.Context,
+    batch_ids: Annotated[
+        list[str] | None, typer.Argument(help="Batches to re-run (default: with --all).")
+    ] = None,
+    all_batches: Annotated[bool, typer.Option("--all", help="Re-run every batch in the DLQ.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Re-run failed batches: start a new execution per batch, then remove its DLQ message."""
+    app_ctx: AppContext = ctx.obj
+    if bool(batch_ids) == all_batches:
+        raise UsageProblem("give BATCH_ID... or --all (one of the two)")
+    sqs, sfn = app_ctx.client("sqs"), app_ctx.client("stepfunctions")
+    queue_url, machine = app_ctx.output("dlqUrl"), app_ctx.output("stateMachineArn")
+    bucket, poll = app_ctx.output("dicomBucket"), app_ctx.config.workflow.poll_seconds
+    wanted = set(batch_ids or [])
+    outcomes: list[dict[str, Any]] = []
+    handled: set[str] = set()
+    for message in read_messages(sqs, queue_url, 1000, hold_seconds=HOLD_SECONDS):
+        body = parse_body(message)
+        batch_id = body.get("batchId")
+        if not batch_id or (wanted and batch_id not in wanted):
+            sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+            continue
+        if batch_id not in handled:  # the same batch may sit in the DLQ twice: re-run it once
+            outcomes.append(redrive_batch(sfn, machine, body, bucket, poll))
+            handled.add(batch_id)
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    missing = sorted(wanted - handled)
+    if app_ctx.wants_json(json_output):
+        app_ctx.print_json({"redriven": outcomes, "notInDlq": missing})
+    else:
+        table = Table(title="Redrive", show_header=True)
+        for column in ("Batch id", "Outcome", "Execution"):
+            table.add_column(column, overflow="fold")
+        for outcome in outcomes:
+            table.add_row(outcome["batchId"], outcome["outcome"], outcome["execution"])
+        app_ctx.console.print(table)
+    if missing:
+        raise OperationFailed(f"not in the DLQ: {', '.join(missing)}", fix="see `dicomctl dlq list`")

@@ -1,0 +1,212 @@
+"""``dicomctl executions list|show|tail``: the import workflow's Step Functions executions.
+
+Executions are named after their batch id (= job id in ``dicomctl status``), so ``show BATCH_ID``
+works with what ``status`` prints. ``tail --follow`` prints history events as they happen and
+ends when the execution ends or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.context import AppContext, JsonOption
+from cli.errors import OperationFailed
+
+app = typer.Typer(help="Step Functions executions of the import workflow.", no_args_is_help=True)
+
+EXECUTION_STYLES = {
+    "RUNNING": "blue",
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "TIMED_OUT": "red",
+    "ABORTED": "yellow",
+}
+MAX_DETAIL = 160
+
+
+def event_style(event_type: str) -> str:
+    if event_type.endswith(("Failed", "TimedOut", "Aborted")):
+        return "red"
+    if event_type.endswith(("Succeeded", "Exited")):
+        return "green"
+    if event_type.endswith(("Started", "Entered", "Scheduled")):
+        return "cyan"
+    return "white"
+
+
+def execution_arn(app: AppContext, name_or_arn: str) -> str:
+    """A batch id (execution name) -> its ARN under the stack's state machine."""
+    if name_or_arn.startswith("arn:"):
+        return name_or_arn
+    machine = app.output("stateMachineArn")
+    return machine.replace(":stateMachine:", ":execution:", 1) + ":" + name_or_arn
+
+
+def event_detail(event: dict[str, Any]) -> str:
+    """The interesting part of a history event: state name, error and cause, resource."""
+    details = next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
+    parts = [str(details[k]) for k in ("name", "error") if details.get(k)]
+    if details.get("cause"):
+        parts.append(str(details["cause"])[:MAX_DETAIL])
+    return " ".join(parts)
+
+
+def plain_event(event: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": event.get("id"),
+        "timestamp": str(event.get("timestamp", "")),
+        "type": event.get("type", ""),
+        "detail": event_detail(event),
+    }
+
+
+def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn):
+        events.extend(page.get("events", []))
+    return events
+
+
+def _describe(sfn: Any, arn: str) -> dict[str, Any]:
+    try:
+        return sfn.describe_execution(executionArn=arn)
+    except sfn.exceptions.ExecutionDoesNotExist:
+        raise OperationFailed(
+            f"no execution {arn.rsplit(':', 1)[-1]!r}", fix="list executions with `dicomctl executions list`"
+        ) from None
+
+
+def events_table(events: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title, show_header=True)
+    for column in ("#", "Time", "Event", "Detail"):
+        table.add_column(column, overflow="fold")
+    for event in events:
+        row = plain_event(event)
+        style = event_style(row["type"])
+        table.add_row(str(row["id"]), row["timestamp"], f"[{style}]{row['type']}[/]", row["detail"])
+    return table
+
+
+@app.command("list")
+def list_executions(
+    ctx: typer.Context,
+    status_filter: Annotated[
+        str | None, typer.Option("--status", help="RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 25,
+    json_output: JsonOption = False,
+) -> None:
+    """List recent executions (newest first)."""
+    app_ctx: AppContext = ctx.obj
+    sfn = app_ctx.client("stepfunctions")
+    kwargs: dict[str, Any] = {"stateMachineArn": app_ctx.output("stateMachineArn")}
+    if status_filter:
+        kwargs["statusFilter"] = status_filter.upper()
+    executions: list[dict[str, Any]] = []
+    for page in sfn.get_paginator("list_executions").paginate(**kwargs):
+        executions.extend(page.get("executions", []))
+        if len(executions) >= limit:
+            break
+    executions = sorted(executions, key=lambda e: e.get("startDate"), reverse=True)[:limit]
+    rows = [
+        {
+            "name": e["name"],
+            "status": e["status"],
+            "startDate": str(e.get("startDate", "")),
+            "stopDate": str(e.get("stopDate", "") or ""),
+            "executionArn": e["executionArn"],
+        }
+        for e in executions
+    ]
+    if app_ctx.wants_json(json_output):
+        app_ctx.print_json(rows)
+        return
+    table = Table(title=f"Executions ({len(rows)})", show_header=True)
+    for column in ("Name (batch id)", "Status", "Started", "Stopped"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        style = EXECUTION_STYLES.get(row["status"], "white")
+        table.add_row(row["name"], f"[{style}]{row['status']}[/]", row["startDate"], row["stopDate"])
+    app_ctx.console.print(table)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    execution: Annotated[str, typer.Argument(help="Execution name (batch id) or ARN.")],
+    json_output: JsonOption = False,
+) -> None:
+    """One execution: its status, input/output and every history event."""
+    app_ctx: AppContext = ctx.obj
+    sfn = app_ctx.client("stepfunctions")
+    arn = execution_arn(app_ctx, execution)
+    described = _describe(sfn, arn)
+    events = _history(sfn, arn)
+    if app_ctx.wants_json(json_output):
+        app_ctx.print_json(
+            {
+                "name": described["name"],
+                "status": described["status"],
+                "startDate": str(described.get("startDate", "")),
+                "stopDate": str(described.get("stopDate", "") or ""),
+                "input": described.get("input"),
+                "output": described.get("output"),
+                "events": [plain_event(e) for e in events],
+            }
+        )
+        return
+    style = EXECUTION_STYLES.get(described["status"], "white")
+    app_ctx.console.print(f"[bold]{described['name']}[/]: [{style}]{described['status']}[/]")
+    app_ctx.console.print(events_table(events, "History"))
+
+
+@app.command("tail")
+def tail(
+    ctx: typer.Context,
+    execution: Annotated[str, typer.Argument(help="Execution name (batch id) or ARN.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing events until it ends.")
+    ] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=1, help="Events to show first.")] = 10,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between polls with --follow.")] = 1.0,
+    json_output: JsonOption = False,
+) -> None:
+    """The last events of an execution; with --follow, new events as they happen (JSON lines with --json)."""
+    app_ctx: AppContext = ctx.obj
+    sfn = app_ctx.client("stepfunctions")
+    arn = execution_arn(app_ctx, execution)
+    described = _describe(sfn, arn)
+    as_json = app_ctx.wants_json(json_output)
+    seen = 0
+
+    def emit(events: list[dict[str, Any]]) -> None:
+        for event in events:
+            row = plain_event(event)
+            if as_json:
+                app_ctx.print_json(row)
+            else:
+                style = event_style(row["type"])
+                app_ctx.console.print(
+                    f"{row['id']:>4} {row['timestamp']}  [{style}]{row['type']}[/]  {row['detail']}"
+                )
+
+    events = _history(sfn, arn)
+    emit(events[-lines:])
+    seen = len(events)
+    try:
+        while follow and described["status"] == "RUNNING":
+            time.sleep(interval)
+            described = _describe(sfn, arn)
+            events = _history(sfn, arn)
+            emit(events[seen:])
+            seen = len(events)
+    except KeyboardInterrupt:
+        app_ctx.err.print("stopped following")
+        return
+    if not as_json:
+        style = EXECUTION_STYLES.get(described["status"], "white")
+        app_ctx.console.print(f"execution {described['name']}: [{style}]{described['status']}[/]")

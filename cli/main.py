@@ -1,0 +1,132 @@
+"""dicomctl: operate the DICOM gateway into AWS HealthImaging (console script ``cli.main:app``).
+
+The global options build one ``AppContext``; each command group lives in its own module. Errors
+are caught once, here, at the command boundary: our own ``CliError`` types and the AWS/network
+errors we can explain become one message and a documented exit code (tracebacks only with
+``--verbose``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from cli import config_cmd, demo, dev, dlq, echo, executions, load, send, status
+from cli.context import LOCAL_STACK, AppContext
+from cli.errors import EXIT_INTERRUPTED, CliError, ConfigProblem, OperationFailed, Unreachable
+
+
+def _translate(exc: Exception) -> CliError | None:
+    """AWS SDK errors we can explain in one line; anything else stays a bug (traceback)."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ProfileNotFound,
+    )
+
+    if isinstance(exc, EndpointConnectionError):
+        return Unreachable(
+            f"cannot reach the AWS endpoint {exc.kwargs.get('endpoint_url', '')}",
+            fix="check --endpoint-url / --region, your network, or that `dicomctl dev` is still running",
+        )
+    if isinstance(exc, NoCredentialsError | ProfileNotFound):
+        return ConfigProblem(str(exc), fix="pass --profile NAME or set AWS credentials in the environment")
+    if isinstance(exc, NoRegionError):
+        return ConfigProblem("no AWS region configured", fix="pass --region or set AWS_DEFAULT_REGION")
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return OperationFailed(
+            f"AWS {exc.operation_name} failed: {error.get('Code', '?')}: {error.get('Message', '')}",
+            fix="check --stack/--region point at the deployed stack and your credentials may call it",
+        )
+    return None
+
+
+class BoundaryGroup(TyperGroup):
+    """The top-level group: every subcommand runs inside ``invoke``, so this is the error boundary."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001 - the boundary: explain or re-raise
+            error = exc if isinstance(exc, CliError) else _translate(exc)
+            app_ctx = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext()
+            if error is None or app_ctx.verbose:
+                if error is None:
+                    raise
+                app_ctx.err.print_exception()
+            app_ctx.err.print(f"[bold red]Error:[/] {error.message}", markup=True, soft_wrap=True)
+            if error.fix:
+                app_ctx.err.print(f"[bold]Fix:[/] {error.fix}", markup=True, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
+
+
+app = typer.Typer(
+    cls=BoundaryGroup,
+    name="dicomctl",
+    help="Operate the DICOM gateway into AWS HealthImaging: send, check, follow, and run it locally.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    stack: Annotated[
+        str, typer.Option(envvar="DICOMCTL_STACK", help="Stack whose config and outputs to use.")
+    ] = LOCAL_STACK,
+    region: Annotated[str | None, typer.Option(envvar="DICOMCTL_REGION", help="AWS region.")] = None,
+    profile: Annotated[str | None, typer.Option(envvar="DICOMCTL_PROFILE", help="AWS profile.")] = None,
+    endpoint_url: Annotated[
+        str | None, typer.Option(envvar="DICOMCTL_ENDPOINT_URL", help="AWS endpoint URL (e.g. moto).")
+    ] = None,
+    outputs: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="DICOMCTL_OUTPUTS",
+            help="JSON file of stack outputs (when the Pulumi CLI is not installed).",
+        ),
+    ] = None,
+    project_dir: Annotated[
+        Path, typer.Option(envvar="DICOMCTL_PROJECT_DIR", help="Directory holding Pulumi.yaml.")
+    ] = Path("."),
+    json_output: Annotated[
+        bool, typer.Option("--json", envvar="DICOMCTL_JSON", help="Machine-readable JSON on stdout.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", envvar="DICOMCTL_VERBOSE", help="Show tracebacks.")
+    ] = False,
+) -> None:
+    ctx.obj = AppContext(
+        stack=stack,
+        region=region,
+        profile=profile,
+        endpoint_url=endpoint_url,
+        outputs_file=outputs,
+        project_dir=project_dir.resolve(),
+        json=json_output,
+        verbose=verbose,
+    )
+
+
+app.command("send")(send.send)
+app.command("load")(load.load)
+app.command("echo")(echo.echo)
+app.command("status")(status.status)
+app.add_typer(executions.app, name="executions")
+app.add_typer(dlq.app, name="dlq")
+app.add_typer(config_cmd.app, name="config")
+app.command("dev")(dev.dev)
+app.command("demo")(demo.demo)

@@ -1,0 +1,188 @@
+"""``dicomctl send``: C-STORE files, directories or synthetic studies to the gateway.
+
+Exit 0 only when every instance was stored (DIMSE success or warning); any failure is listed
+with its DIMSE status and the exit code is 1. Nothing from inside the files is printed (no PHI):
+only paths, SOP Instance UIDs, sizes and statuses.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cli import peer as peer_opts
+from cli.context import AppContext, JsonOption
+from cli.errors import OperationFailed, UsageProblem
+from cli.sender import AssociationFailed, InstanceResult, Peer, SendReport, scan, send_files
+from cli.synthetic import TRANSFER_SYNTAXES, write_study
+
+MAX_LISTED_FAILURES = 50
+
+
+class Modality(StrEnum):
+    ct = "ct"
+    mr = "mr"
+    cr = "cr"
+    us = "us"
+
+
+TransferSyntax = Enum("TransferSyntax", {name: name for name in TRANSFER_SYNTAXES}, type=str)
+
+
+def generate(
+    directory: Path, modality: str, studies: int, instances: int, transfer_syntax: str
+) -> list[Path]:
+    """Write ``studies`` synthetic studies of ``instances`` each; returns the files."""
+    files: list[Path] = []
+    for index in range(1, studies + 1):
+        files += write_study(
+            directory,
+            modality.upper(),
+            instances=instances,
+            transfer_syntax=transfer_syntax,
+            study_index=index,
+        )
+    return files
+
+
+def transmit(app: AppContext, paths: list[Path], target: Peer, associations: int, retries: int) -> SendReport:
+    """Scan, send with a progress bar (humans) and return every per-instance result."""
+    files, unreadable = scan(paths)
+    if not files and not unreadable:
+        raise UsageProblem("nothing to send: no files found under the given paths")
+    total_bytes = sum(f.size for f in files)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[done]}/{task.fields[count]} instances"),
+        DownloadColumn(),
+        TextColumn("{task.fields[rate]:.0f} img/s"),
+        TimeRemainingColumn(),
+        console=app.err,
+        disable=app.json or not app.err.is_terminal,
+    )
+    done = {"n": 0}
+    lock = threading.Lock()
+    report = SendReport()
+    with progress:
+        task = progress.add_task("sending", total=total_bytes or 1, done=0, count=len(files), rate=0.0)
+
+        def on_result(result: InstanceResult) -> None:
+            with lock:
+                done["n"] += 1
+                elapsed = progress.tasks[0].elapsed or 0.0
+                rate = done["n"] / elapsed if elapsed else 0.0
+                progress.update(task, advance=result.size, done=done["n"], rate=rate)
+
+        if files:
+            try:
+                report = send_files(
+                    files, target, associations=associations, retries=retries, on_result=on_result
+                )
+            except AssociationFailed as exc:
+                raise peer_opts.explain(exc, target) from None
+    report.results = unreadable + report.results
+    return report
+
+
+def report_document(report: SendReport, target: Peer) -> dict[str, Any]:
+    return {
+        "peer": {"host": target.host, "port": target.port, "calledAet": target.called_aet},
+        "instances": len(report.results),
+        "stored": len(report.stored),
+        "failed": len(report.failed),
+        "bytes": report.bytes_stored,
+        "seconds": round(report.seconds, 3),
+        "imagesPerSecond": round(report.rate, 1),
+        "associations": report.associations,
+        "failures": [
+            {
+                "path": str(r.path),
+                "sopInstanceUid": r.sop_instance_uid,
+                "status": None if r.status is None else f"0x{r.status:04X}",
+                "reason": r.reason,
+                "attempts": r.attempts,
+            }
+            for r in report.failed
+        ],
+    }
+
+
+def print_report(app: AppContext, report: SendReport, target: Peer) -> None:
+    summary = Table(title=f"C-STORE to {target.called_aet}@{target.host}:{target.port}", show_header=True)
+    for column in ("Instances", "Stored", "Failed", "MB", "Seconds", "Images/s", "Associations"):
+        summary.add_column(column, justify="right")
+    summary.add_row(
+        str(len(report.results)),
+        str(len(report.stored)),
+        str(len(report.failed)),
+        f"{report.bytes_stored / 1e6:.1f}",
+        f"{report.seconds:.2f}",
+        f"{report.rate:.1f}",
+        str(report.associations),
+    )
+    app.console.print(summary)
+    if report.failed:
+        failures = Table(title="Not stored", show_header=True)
+        for column in ("File", "SOP Instance UID", "Status / reason", "Attempts"):
+            failures.add_column(column, overflow="fold")
+        for result in report.failed[:MAX_LISTED_FAILURES]:
+            failures.add_row(
+                str(result.path), result.sop_instance_uid or "-", result.reason, str(result.attempts)
+            )
+        app.console.print(failures)
+        if len(report.failed) > MAX_LISTED_FAILURES:
+            app.console.print(f"... and {len(report.failed) - MAX_LISTED_FAILURES} more (use --json for all)")
+
+
+def send(
+    ctx: typer.Context,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Files and directories (recursive).")] = None,
+    synthetic: Annotated[
+        Modality | None, typer.Option(help="Send synthetic studies of this modality.")
+    ] = None,
+    studies: Annotated[int, typer.Option(min=1, max=100, help="Synthetic studies to send.")] = 1,
+    instances: Annotated[int, typer.Option(min=1, max=5000, help="Instances per synthetic study.")] = 20,
+    transfer_syntax: Annotated[
+        TransferSyntax, typer.Option(help="Encoding of synthetic instances.")
+    ] = TransferSyntax.explicit,  # type: ignore[attr-defined]
+    host: peer_opts.HostOption = None,
+    port: peer_opts.PortOption = None,
+    calling_aet: peer_opts.CallingOption = "DICOMCTL",
+    called_aet: peer_opts.CalledOption = None,
+    tls: peer_opts.TlsOption = False,
+    ca_file: peer_opts.CaOption = None,
+    cert_file: peer_opts.CertOption = None,
+    key_file: peer_opts.KeyOption = None,
+    associations: Annotated[int, typer.Option(min=1, max=32, help="Parallel associations.")] = 1,
+    retries: Annotated[
+        int, typer.Option(min=0, max=10, help="Retries of an instance refused with 0xA7xx.")
+    ] = 3,
+    json_output: JsonOption = False,
+) -> None:
+    """Send DICOM files, directories or synthetic studies (C-STORE); exit 1 if anything was not stored."""
+    app: AppContext = ctx.obj
+    app.json = app.wants_json(json_output)
+    if bool(paths) == bool(synthetic):
+        raise UsageProblem("give PATH... or --synthetic MODALITY (one of the two)")
+    target = peer_opts.resolve_peer(
+        app, host, port, calling_aet, called_aet, tls, ca_file, cert_file, key_file
+    )
+    with tempfile.TemporaryDirectory(prefix="dicomctl-synthetic-") as tmp:
+        if synthetic:
+            paths = [Path(tmp)]
+            generate(Path(tmp), synthetic.value, studies, instances, transfer_syntax.value)
+        report = transmit(app, list(paths or []), target, associations, retries)
+    if app.json:
+        app.print_json(report_document(report, target))
+    else:
+        print_report(app, report, target)
+    if report.failed:
+        raise OperationFailed(f"{len(report.failed)} of {len(report.results)} instances were not stored")

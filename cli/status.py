@@ -1,0 +1,209 @@
+"""``dicomctl status``: the job table, or one job's timeline, image set ids and failures.
+
+The queries themselves live in handlers/jobs_query.py (the read side the workflow owns, next to
+the writes); this module only picks the query for the filters and renders the result.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+
+from cli.context import AppContext, JsonOption
+from cli.errors import OperationFailed, UsageProblem
+from components.layout import JOB_STATES
+
+STATUS_STYLES = {
+    "RECEIVED": "cyan",
+    "VALIDATED": "cyan",
+    "SUBMITTED": "blue",
+    "IN_PROGRESS": "blue",
+    "COMPLETED": "green",
+    "PARTIAL": "yellow",
+    "FAILED": "red",
+}
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_since(value: str | None, now: datetime | None = None) -> str | None:
+    """``30m``/``2h``/``7d`` ago, or an ISO-8601 time -> the ISO UTC string the table sorts by."""
+    if not value:
+        return None
+    match = _DURATION.match(value.strip())
+    if match:
+        moment = (now or datetime.now(UTC)) - timedelta(**{_UNITS[match[2]]: int(match[1])})
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageProblem(
+                f"--since {value!r}: use a duration like 30m, 2h, 7d or an ISO-8601 time"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def styled(status: str) -> str:
+    return f"[{STATUS_STYLES.get(status, 'white')}]{status}[/]"
+
+
+def fetch_jobs(
+    ddb: Any,
+    table: str,
+    status: str | None,
+    study: str | None,
+    calling_aet: str | None,
+    since: str | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    from handlers import jobs_query
+
+    if study:
+        jobs = jobs_query.list_jobs_by_study(ddb, table, study, limit=limit)
+    elif calling_aet:
+        jobs = jobs_query.list_jobs_by_calling_ae(ddb, table, calling_aet, since=since, limit=limit)
+    elif status:
+        return jobs_query.list_jobs_by_status(ddb, table, status, since=since, limit=limit)
+    else:
+        return jobs_query.list_recent_jobs(ddb, table, since=since, limit=limit)
+    if status:
+        jobs = [j for j in jobs if j.get("currentStatus") == status]
+    if since:
+        jobs = [j for j in jobs if j.get("updatedAt", "") >= since]
+    return jobs
+
+
+def fetch_job(ddb: Any, table: str, job_id: str) -> dict[str, Any]:
+    from handlers import jobs_query
+
+    job = jobs_query.get_job(ddb, table, job_id)
+    if job["summary"] is None and not job["timeline"]:
+        raise OperationFailed(f"no job {job_id!r} in table {table}", fix="list jobs with `dicomctl status`")
+    return job
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Jobs ({len(jobs)})", show_header=True)
+    for column in (
+        "Job (batch id)",
+        "Status",
+        "Calling AE",
+        "Instances",
+        "Imported",
+        "Failed",
+        "Image sets",
+        "Updated",
+    ):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        table.add_row(
+            job.get("jobId", ""),
+            styled(job.get("currentStatus", "?")),
+            job.get("callingAeTitle", ""),
+            str(job.get("instanceCount", "")),
+            str(job.get("importedCount", "")),
+            str(job.get("failedCount", job.get("quarantinedCount", ""))),
+            ", ".join(job.get("imageSetIds", []) or []),
+            job.get("updatedAt", ""),
+        )
+    return table
+
+
+def job_view(job: dict[str, Any]) -> Group:
+    summary = job["summary"] or {}
+    head = Table(show_header=False, title=f"Job {summary.get('jobId', '')}")
+    head.add_column("field", style="bold")
+    head.add_column("value", overflow="fold")
+    for label, key in (
+        ("Status", "currentStatus"),
+        ("Calling AE", "callingAeTitle"),
+        ("Called AE", "calledAeTitle"),
+        ("Instances", "instanceCount"),
+        ("Bytes", "totalBytes"),
+        ("Imported", "importedCount"),
+        ("Failed", "failedCount"),
+        ("Import job", "importJobId"),
+        ("Datastore", "datastoreId"),
+        ("Error", "error"),
+        ("Created", "createdAt"),
+        ("Updated", "updatedAt"),
+    ):
+        if key in summary:
+            value = summary[key]
+            head.add_row(label, styled(value) if key == "currentStatus" else str(value))
+    image_sets = summary.get("imageSetIds") or []
+    head.add_row("Image sets", "\n".join(image_sets) or "-")
+    head.add_row("Studies", "\n".join(s.get("studyInstanceUid", "") for s in job["studies"]) or "-")
+    timeline = Table(title="Timeline", show_header=True)
+    for column in ("At", "Status", "Details"):
+        timeline.add_column(column, overflow="fold")
+    for event in job["timeline"]:
+        details = ", ".join(f"{k}={v}" for k, v in (event.get("details") or {}).items())
+        timeline.add_row(event.get("at", ""), styled(event.get("status", "")), details)
+    parts: list[Any] = [head, timeline]
+    failures = summary.get("failures") or []
+    if failures:
+        table = Table(title=f"Instances not imported ({summary.get('failedCount', len(failures))})")
+        for column in ("SOP Instance UID", "Stage", "Reason"):
+            table.add_column(column, overflow="fold")
+        for failure in failures:
+            table.add_row(
+                failure.get("sopInstanceUid", ""), failure.get("stage", ""), str(failure.get("reason", ""))
+            )
+        parts.append(table)
+    return Group(*parts)
+
+
+def status(
+    ctx: typer.Context,
+    job_id: Annotated[str | None, typer.Argument(help="One job (batch id): its timeline.")] = None,
+    status_filter: Annotated[
+        str | None, typer.Option("--status", help=f"Only jobs in this status ({', '.join(JOB_STATES)}).")
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Only jobs containing this StudyInstanceUID.")] = None,
+    calling_aet: Annotated[str | None, typer.Option("--calling-aet", help="Only jobs from this AE.")] = None,
+    since: Annotated[str | None, typer.Option(help="Changed since: 30m, 2h, 7d or an ISO time.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most jobs to list.")] = 50,
+    watch: Annotated[bool, typer.Option(help="Refresh until Ctrl-C.")] = False,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+    json_output: JsonOption = False,
+) -> None:
+    """Show import jobs from the job table, or one job's timeline with image set ids and failures."""
+    app: AppContext = ctx.obj
+    if status_filter and status_filter.upper() not in JOB_STATES:
+        raise UsageProblem(f"--status {status_filter!r}: choose from {', '.join(JOB_STATES)}")
+    status_filter = status_filter.upper() if status_filter else None
+    since_iso = parse_since(since)
+    table_name = app.output("jobTable")
+    ddb = app.client("dynamodb")
+
+    def fetch() -> Any:
+        if job_id:
+            return fetch_job(ddb, table_name, job_id)
+        return fetch_jobs(ddb, table_name, status_filter, study, calling_aet, since_iso, limit)
+
+    def render(data: Any) -> Any:
+        return job_view(data) if job_id else jobs_table(data)
+
+    if app.wants_json(json_output):
+        app.print_json(fetch())
+        return
+    if not watch:
+        app.console.print(render(fetch()))
+        return
+    try:
+        with Live(render(fetch()), console=app.console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(render(fetch()), refresh=True)
+    except KeyboardInterrupt:
+        app.err.print("stopped watching")
