@@ -49,9 +49,30 @@ AHI_TRANSFER_SYNTAXES: dict[str, tuple[str, bool]] = {
     "1.2.840.10008.1.2.5": ("RLE Lossless", False),
 }
 
-# Preference when one presentation context proposes several: uncompressed first (what every
-# stack can decode), then the rest in table order.
-TRANSFER_SYNTAXES: tuple[str, ...] = tuple(AHI_TRANSFER_SYNTAXES)
+# Acceptor preference when one presentation context proposes several: pynetdicom accepts the first
+# of this order that the sender proposed. Lossless before lossy (never make a sender degrade an
+# image), compressed before uncompressed (what the sender already holds, smaller on the wire and
+# in S3), uncompressed little endian before the rarer encodings.
+TRANSFER_SYNTAXES: tuple[str, ...] = (
+    "1.2.840.10008.1.2.4.201",  # HTJ2K lossless
+    "1.2.840.10008.1.2.4.202",  # HTJ2K lossless RPCL (HealthImaging's storage format)
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 lossless
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.70",  # JPEG lossless SV1
+    "1.2.840.10008.1.2.4.57",  # JPEG lossless
+    "1.2.840.10008.1.2.5",  # RLE lossless
+    "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 lossless
+    "1.2.840.10008.1.2.1",  # Explicit VR little endian
+    "1.2.840.10008.1.2",  # Implicit VR little endian
+    "1.2.840.10008.1.2.1.99",  # Deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",  # Explicit VR big endian
+    "1.2.840.10008.1.2.4.203",  # HTJ2K (lossless or lossy)
+    "1.2.840.10008.1.2.4.91",  # JPEG 2000 (lossless or lossy)
+    "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.4.50",  # JPEG baseline
+    "1.2.840.10008.1.2.4.51",  # JPEG extended
+)
+assert set(TRANSFER_SYNTAXES) == set(AHI_TRANSFER_SYNTAXES)
 
 _STORAGE_ROOT = "1.2.840.10008.5.1.4."
 # pynetdicom 3.0.4's storage SOP classes, written relative to 1.2.840.10008.5.1.4.

@@ -36,7 +36,9 @@ class ScpSettings(Settings):
         "file:///var/lib/dicom-scp/store",
         description="Where instances go: s3://bucket[/prefix] or file:///absolute/path",
     )
-    spool_dir: Path = Field(Path("/tmp/dicom-scp-spool"), description="Spool directory for large objects")
+    spool_dir: Path = Field(
+        Path("/tmp/dicom-scp-spool"), description="Spool directory of received datasets (emptied at start)"
+    )
     require_called_ae: bool = Field(True, description="Reject associations whose called AE differs")
     allowed_calling_aes: list[str] = Field(
         default_factory=list, description="Calling AE titles allowed (empty = any)"
@@ -61,7 +63,7 @@ class ScpSettings(Settings):
     store_retries: int = Field(3, ge=0, le=20, description="Retries of a failed storage write")
     store_retry_delay: float = Field(0.2, ge=0, description="First retry delay in seconds (doubles)")
     multipart_threshold: int = Field(
-        8 * 1024**2, ge=5 * 1024**2, description="Objects from this size are spooled and sent multipart"
+        8 * 1024**2, ge=5 * 1024**2, description="S3 objects from this size go multipart, in parts this big"
     )
     tls_enabled: bool = Field(False, description="Serve DICOM TLS")
     tls_port: int = Field(2762, ge=0, le=65535, description="DICOM TLS port")

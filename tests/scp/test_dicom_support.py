@@ -48,3 +48,11 @@ def test_configured_sop_classes_replace_the_default():
     assert dicom_support.accepted_sop_classes([]) == dicom_support.DEFAULT_STORAGE_SOP_CLASSES
     private = "1.3.6.1.4.1.9590.100.1.2.1"
     assert dicom_support.accepted_sop_classes([private, " ", private]) == (private,)
+
+
+def test_lossless_is_preferred_over_lossy_and_every_syntax_is_ordered():
+    order = list(dicom_support.TRANSFER_SYNTAXES)
+    assert sorted(order) == sorted(dicom_support.AHI_TRANSFER_SYNTAXES)
+    lossy = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81"]
+    lossless = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.1"]
+    assert max(order.index(uid) for uid in lossless) < min(order.index(uid) for uid in lossy)

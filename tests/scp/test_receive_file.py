@@ -144,3 +144,18 @@ def test_no_phi_in_logs_or_metrics(scp):
     logs = scp.stderr() + "\n".join(scp.stdout_lines)
     assert "SYNTHETIC^TEST" not in logs and "SYN-0001" not in logs
     assert any(line.get("event") == "association" and line.get("outcome") == "release" for line in scp.logs())
+
+
+def test_lossless_compressed_is_chosen_when_a_context_offers_several(scp):
+    from pynetdicom import AE
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(
+        CTImageStorage,
+        ["1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.90", ExplicitVRLittleEndian],
+    )
+    assoc = ae.associate("127.0.0.1", scp.port, ae_title="AHI-GATEWAY")
+    assert assoc.is_established
+    [context] = assoc.accepted_contexts
+    assoc.release()
+    assert context.transfer_syntax[0] == "1.2.840.10008.1.2.4.90"
