@@ -137,6 +137,8 @@ class DicomIngest(pulumi.ComponentResource):
                 state_machine_arn=self.workflow.state_machine.arn,
                 function_names={k: fn.name for k, fn in self.workflow.functions.items()},
                 dlq_name=self.workflow.dlq.name,
+                account_id=account_id,
+                partition=partition,
             ),
             child,
         )

@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from components.iam import document
 from components.stack_settings import MonitoringSettings
 
 SCP_METRICS_NAMESPACE = "DicomIngest/Scp"  # scp.metrics.NAMESPACE
@@ -31,6 +32,8 @@ class MonitoringArgs:
     state_machine_arn: pulumi.Input[str]
     function_names: dict[str, pulumi.Input[str]]
     dlq_name: pulumi.Input[str]
+    account_id: pulumi.Input[str]
+    partition: pulumi.Input[str]
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -45,7 +48,38 @@ class Monitoring(pulumi.ComponentResource):
         settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
 
-        self.topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id="alias/aws/sns", opts=child)
+        # CloudWatch cannot publish to a topic under the AWS-managed aws/sns key: a key of our own that
+        # the account administers and CloudWatch may use. (Key policies say "*" for "this key".)
+        self.topic_key = aws.kms.Key(
+            f"{name}-alarms-key",
+            description="Alarm topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=document(
+                [
+                    {
+                        "Sid": "AccountAdministers",
+                        "Effect": "Allow",
+                        "Principal": {
+                            "AWS": pulumi.Output.concat(
+                                "arn:", args.partition, ":iam::", args.account_id, ":root"
+                            )
+                        },
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    },
+                    {
+                        "Sid": "CloudWatchPublishes",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                        "Resource": "*",
+                    },
+                ]
+            ),
+            opts=child,
+        )
+        self.topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=self.topic_key.arn, opts=child)
         if settings.alarm_email:
             aws.sns.TopicSubscription(
                 f"{name}-alarm-email",

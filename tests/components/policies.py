@@ -2,6 +2,8 @@
 
 Justified exceptions (AWS offers no resource-level permission for these actions, so ``Resource: "*"``
 is the only possible form): ECR login, X-Ray segments and sampling, Step Functions' log delivery.
+KMS key policies are not scanned: there ``Resource: "*"`` means "this key", and the account root
+must hold ``kms:*`` or the key becomes unmanageable.
 """
 
 from __future__ import annotations

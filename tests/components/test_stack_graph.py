@@ -306,7 +306,8 @@ def test_production_replicates_results_to_a_second_region(prod, dev):
 
 def test_production_keeps_data_when_the_stack_is_destroyed(prod, dev):
     kept = {r.type for r in prod.resources if r.retain_on_delete}
-    assert {S3, "aws:dynamodb/table:Table", "aws-native:healthimaging:Datastore", "aws:kms/key:Key"} <= kept
+    assert {S3, "aws:dynamodb/table:Table", "aws-native:healthimaging:Datastore"} <= kept
+    assert prod.one("aws:kms/key:Key", "storage-key").retain_on_delete
     assert not any(r.retain_on_delete for r in dev.resources)
     assert all(b.inputs["forceDestroy"] is False for b in prod.of_type(S3))
 
@@ -673,6 +674,10 @@ def test_every_failure_mode_has_an_alarm_to_the_topic(dev):
         store.inputs["metricQueries"][0]["expression"] == 'SELECT SUM(StoreFailures) FROM "DicomIngest/Scp"'
     )
     assert all(a.inputs["alarmActions"] == [topic.outputs["arn"]] for a in alarms)
+    # CloudWatch can publish only to topics under a customer key whose policy lets it.
+    key = dev.by_arn(topic.inputs["kmsMasterKeyId"])
+    grants = {st["Principal"].get("Service"): st["Action"] for st in key.json("policy")["Statement"]}
+    assert set(grants["cloudwatch.amazonaws.com"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
 
 
 def test_store_failure_metric_matches_the_scp():
