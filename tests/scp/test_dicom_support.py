@@ -56,3 +56,16 @@ def test_lossless_is_preferred_over_lossy_and_every_syntax_is_ordered():
     lossy = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81"]
     lossless = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.1"]
     assert max(order.index(uid) for uid in lossless) < min(order.index(uid) for uid in lossy)
+
+
+def test_conformance_statement_lists_what_the_scp_accepts():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
+    table_3_1 = text[text.index("Table 3-1") : text.index("Not accepted:")]
+    assert re.findall(r"`(1\.2\.840\.10008\.1\.2[0-9.]*)`", table_3_1) == list(
+        dicom_support.TRANSFER_SYNTAXES
+    )
+    annex_a = text[text.index("### Annex A") :]
+    assert re.findall(r"`([0-9.]+)`", annex_a) == list(dicom_support.DEFAULT_STORAGE_SOP_CLASSES)
