@@ -204,14 +204,22 @@ def _associate(ae: AE, peer: Peer, contexts: list[PresentationContext]):
             f"association rejected by {peer.host}:{peer.port} ({rsp.result_str}, source: {rsp.source_str}, "
             f"reason: {rsp.reason_str})",
         )
-    if assoc.is_aborted:
-        if assoc.acceptor.primitive is not None and not assoc.accepted_contexts:
-            raise AssociationFailed(
-                "no-contexts",
-                f"{peer.host}:{peer.port} accepted none of the proposed SOP class/transfer syntaxes",
-            )
+    if assoc.acceptor.primitive is not None and not assoc.accepted_contexts:
+        raise AssociationFailed(
+            "no-contexts",
+            f"{peer.host}:{peer.port} accepted none of the proposed SOP class/transfer syntaxes",
+        )
+    if _reachable(peer):  # pynetdicom reports a refused connection and a peer abort alike
         raise AssociationFailed("aborted", f"{peer.host}:{peer.port} aborted the association request")
     raise AssociationFailed("unreachable", f"cannot connect to {peer.host}:{peer.port}")
+
+
+def _reachable(peer: Peer) -> bool:
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=peer.acse_timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _new_ae(peer: Peer) -> AE:

@@ -1,0 +1,155 @@
+"""dicomctl send / echo / load against an in-test pynetdicom SCP (real associations, real C-STORE)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pydicom
+
+from cli.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE
+from tests.cli.conftest import peer_args
+
+
+def sop_uid(path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def test_send_directory_stores_every_instance(invoke, scp, ct_study):
+    result = invoke("send", ct_study[0].parent.parent, *peer_args(scp), "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["stored"] == 6 and document["failed"] == 0
+    assert set(scp.received) == {sop_uid(p) for p in ct_study}
+    assert scp.calling_aets == {"DICOMCTL"}
+
+
+def test_send_files_prints_summary_table(invoke, scp, ct_study):
+    result = invoke("send", *ct_study[:2], *peer_args(scp), "--calling-aet", "CT-ROOM-1")
+    assert result.exit_code == 0, result.output
+    assert "Stored" in result.stdout and "Images/s" in result.stdout
+    assert len(scp.received) == 2 and scp.calling_aets == {"CT-ROOM-1"}
+
+
+def test_send_over_parallel_associations(invoke, scp, ct_study):
+    result = invoke("send", ct_study[0].parent.parent, *peer_args(scp), "--associations", "3", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["associations"] == 3
+    assert len(scp.received) == 6
+
+
+def test_synthetic_compressed_studies_are_sent_as_encoded(invoke, scp):
+    result = invoke(
+        "send",
+        "--synthetic",
+        "mr",
+        "--studies",
+        "2",
+        "--instances",
+        "3",
+        "--transfer-syntax",
+        "rle",
+        *peer_args(scp),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stored"] == 6
+    assert len(scp.received) == 6
+
+
+def test_non_dicom_file_is_listed_and_exit_is_nonzero(invoke, scp, ct_study, tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not an image")
+    result = invoke("send", junk, *ct_study[:3], *peer_args(scp))
+    assert result.exit_code == EXIT_FAILED
+    assert "notes.txt" in result.stdout and "not a DICOM Part 10 file" in result.stdout
+    assert "1 of 4 instances were not stored" in result.stderr
+    assert len(scp.received) == 3
+
+
+def test_out_of_resources_is_retried_then_stored(invoke, scp, ct_study):
+    flaky = sop_uid(ct_study[1])
+    scp.fail_first[flaky] = 0xA700
+    result = invoke("send", *ct_study[:3], *peer_args(scp), "--json")
+    assert result.exit_code == 0, result.output
+    assert scp.attempts[flaky] == 2 and flaky in scp.received
+
+
+def test_refused_instance_is_listed_with_its_dimse_status(invoke, scp, ct_study):
+    broken = sop_uid(ct_study[2])
+    scp.fail_always[broken] = 0xA702
+    result = invoke("send", *ct_study[:3], *peer_args(scp), "--retries", "1", "--json")
+    assert result.exit_code == EXIT_FAILED
+    failures = json.loads(result.stdout)["failures"]
+    assert [(f["sopInstanceUid"], f["status"], f["attempts"]) for f in failures] == [(broken, "0xA702", 2)]
+    assert "out of resources" in failures[0]["reason"]
+
+
+def test_wrong_called_ae_is_one_clear_message(invoke, scp, ct_study):
+    result = invoke("send", ct_study[0], "--host", "127.0.0.1", "--port", scp.port, "--called-aet", "NOT-IT")
+    assert result.exit_code == EXIT_REJECTED
+    assert "association rejected" in result.stderr
+    assert "--called-aet" in result.stderr and "NOT-IT" in result.stderr
+    assert "Traceback" not in result.output
+    assert not scp.received
+
+
+def test_unreachable_host_is_one_clear_message(invoke, ct_study):
+    with socket.socket() as probe:  # an ephemeral port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = invoke("send", ct_study[0], "--host", "127.0.0.1", "--port", port, "--called-aet", "X")
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert f"cannot connect to 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_send_needs_paths_or_synthetic(invoke, scp):
+    result = invoke("send", *peer_args(scp))
+    assert result.exit_code == EXIT_USAGE
+    assert "PATH... or --synthetic" in result.stderr
+
+
+def test_send_without_host_and_no_local_stack_says_how_to_fix(invoke, ct_study, tmp_path):
+    result = invoke("--project-dir", tmp_path, "send", ct_study[0])
+    assert result.exit_code == EXIT_USAGE
+    assert "local stack is not running" in result.stderr and "dicomctl dev" in result.stderr
+
+
+def test_echo_reports_success_and_time(invoke, scp):
+    result = invoke("echo", *peer_args(scp), "--count", "2", "--json")
+    assert result.exit_code == 0, result.output
+    echoes = json.loads(result.stdout)["echoes"]
+    assert [e["status"] for e in echoes] == ["0x0000", "0x0000"]
+    assert all(e["ms"] > 0 for e in echoes)
+
+
+def test_load_simulates_modalities_and_reports_percentiles(invoke, scp):
+    result = invoke(
+        "load",
+        *peer_args(scp),
+        "--rate",
+        "20",
+        "--duration",
+        "1.5",
+        "--modalities",
+        "2",
+        "--study-size",
+        "3",
+        "--rows",
+        "32",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["failed"] == 0 and document["stored"] >= 6
+    assert {m["callingAet"] for m in document["modalities"]} == {"SIM-CT1", "SIM-MR2"}
+    assert scp.calling_aets == {"SIM-CT1", "SIM-MR2"}
+    latency = document["latencyMs"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+
+
+def test_load_refuses_non_loopback_targets(invoke):
+    result = invoke("load", "--host", "192.0.2.10", "--port", "104", "--called-aet", "X")
+    assert result.exit_code == EXIT_USAGE
+    assert "loopback" in result.stderr
