@@ -5,13 +5,20 @@ starts the SCP, prints ONE readiness line on stdout
 ``{"event": "listening", "port": ..., "tlsPort": ..., "healthPort": ...}``, then serves until
 SIGTERM/SIGINT: stop accepting, report not ready, drain, abort the rest, seal, exit 0.
 stdout carries the readiness line and then only CloudWatch EMF lines; logs are JSON on stderr.
+
+With ``SCP_WORKERS`` > 1 this process also starts that many minus one worker processes that bind
+the same ports with SO_REUSEPORT (the kernel spreads connections across them; pynetdicom alone
+does not scale with associations because of the GIL). The first process owns the health port and
+the readiness line; on SIGTERM it stops the workers and itself, each sealing its own batches.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -20,18 +27,66 @@ from components.config_base import ConfigError
 from components.scp_settings import ScpSettings
 from scp import logs
 
+WORKER_ENV = "DICOM_SCP_WORKER"  # worker index, set by the first process for the others
+READY_FD_ENV = "DICOM_SCP_READY_FD"  # pipe a worker writes one line to once it is listening
+WORKER_STOP_GRACE = 15.0  # seconds beyond the drain window before a worker is killed
 
-def _prepare_spool(settings: ScpSettings) -> None:
+log = logging.getLogger("scp.main")
+
+
+def _prepare_spool(settings: ScpSettings, worker: int) -> None:
     """pynetdicom spools received datasets with NamedTemporaryFile: point that at spool_dir.
 
-    The directory belongs to this process; leftovers of a previous run (objects whose transfer
-    was cut off, never acknowledged) are removed.
+    The directory belongs to this process group; leftovers of a previous run (transfers that were
+    cut off, never acknowledged) are removed. Each worker spools in its own subdirectory.
     """
-    spool = settings.spool_dir
-    if spool.exists():
-        shutil.rmtree(spool, ignore_errors=True)
+    if worker == 0 and settings.spool_dir.exists():
+        shutil.rmtree(settings.spool_dir, ignore_errors=True)
+    spool = settings.spool_dir / f"worker-{worker}"
+    shutil.rmtree(spool, ignore_errors=True)
     spool.mkdir(parents=True, exist_ok=True)
     tempfile.tempdir = str(spool)
+
+
+def _start_workers(
+    settings: ScpSettings, port: int | None, tls_port: int | None, workers: list[subprocess.Popen]
+) -> None:
+    """Start the other workers on the same ports (into ``workers``); return once each is listening."""
+    for index in range(1, settings.workers):
+        ready_read, ready_write = os.pipe()
+        env = dict(
+            os.environ, SCP_HEALTH_PORT="0", **{WORKER_ENV: str(index), READY_FD_ENV: str(ready_write)}
+        )
+        if port is not None:
+            env["SCP_PORT"] = str(port)
+        if tls_port is not None:
+            env["SCP_TLS_PORT"] = str(tls_port)
+        workers.append(subprocess.Popen([sys.executable, "-m", "scp"], env=env, pass_fds=(ready_write,)))
+        os.close(ready_write)
+        with os.fdopen(ready_read) as ready:
+            if not ready.readline():  # EOF without a line: the worker failed to start
+                raise RuntimeError(f"SCP worker {index} exited with {workers[-1].wait()} before listening")
+
+
+def _stop_workers(workers: list[subprocess.Popen], timeout: float) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("worker did not stop in time, killing it", extra={"fields": {"pid": worker.pid}})
+            worker.kill()
+
+
+def _stop_when_orphaned(stop_requested: threading.Event) -> None:
+    """A worker whose first process died (SIGKILL, crash) stops too instead of holding the port."""
+    parent = os.getppid()
+    while not stop_requested.wait(1.0):
+        if os.getppid() != parent:
+            log.error("the first SCP process is gone; stopping this worker")
+            stop_requested.set()
 
 
 def main() -> int:
@@ -41,8 +96,9 @@ def main() -> int:
         for problem in exc.problems:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return 2
+    worker = int(os.environ.get(WORKER_ENV, "0"))
     logs.configure(settings.log_level)
-    _prepare_spool(settings)
+    _prepare_spool(settings, worker)
 
     from scp.server import StoreScp  # after logging is configured
 
@@ -52,9 +108,27 @@ def main() -> int:
 
     scp = StoreScp(settings)
     scp.start()
-    scp.write_stdout(scp.readiness_line())
+    workers: list[subprocess.Popen] = []
+    if worker == 0:
+        try:
+            _start_workers(settings, scp.port, scp.tls_port, workers)
+        except RuntimeError:
+            log.exception("could not start the SCP workers")
+            _stop_workers(workers, WORKER_STOP_GRACE)
+            scp.stop(drain_seconds=0)
+            return 1
+        scp.write_stdout(scp.readiness_line())
+    else:
+        with os.fdopen(int(os.environ[READY_FD_ENV]), "w") as ready:
+            ready.write("listening\n")
+        threading.Thread(target=_stop_when_orphaned, args=(stop_requested,), daemon=True).start()
     stop_requested.wait()
+    stopper = threading.Thread(
+        target=_stop_workers, args=(workers, settings.drain_seconds + WORKER_STOP_GRACE)
+    )
+    stopper.start()
     scp.stop()
+    stopper.join()
     return 0
 
 

@@ -24,6 +24,18 @@ from scp.sessions import Sessions
 log = logging.getLogger("scp.network")
 
 
+class SharedContexts(list):
+    """The supported presentation contexts, shared by every association instead of copied.
+
+    pynetdicom deep-copies the server's contexts for each new association; with every storage
+    SOP class times every transfer syntax that costs ~0.3 s per association. Negotiation only
+    reads them (the results are new objects), so one shared list is safe.
+    """
+
+    def __deepcopy__(self, memo: dict) -> list:
+        return list(self)
+
+
 class GatewayServer(ThreadedAssociationServer):
     daemon_threads = True  # StoreScp.stop drains and aborts associations itself
 

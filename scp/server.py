@@ -30,7 +30,7 @@ from scp.access import AccessPolicy
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
 from scp.health import CachedCheck, HealthServer
 from scp.metrics import EMF_INTERVAL_SECONDS, Metrics
-from scp.network import GatewayRequestHandler, GatewayServer, on_requested
+from scp.network import GatewayRequestHandler, GatewayServer, SharedContexts, on_requested
 from scp.sessions import Sessions
 from scp.storage import Storage, open_storage
 from scp.store import StoreService, handle_store
@@ -215,6 +215,7 @@ class StoreScp:
     def _listen(self, ae: AE, port: int, ssl_context: Any, handlers: list, reuse_port: bool) -> GatewayServer:
         server = ae.make_server(
             (self.settings.bind_address, port),
+            contexts=SharedContexts(ae.supported_contexts),
             ssl_context=ssl_context,
             evt_handlers=handlers,
             server_class=GatewayServer,
