@@ -169,3 +169,27 @@ def _bytes_file(tmp_path, data: bytes):
     path = tmp_path / f"stored-{secrets.token_hex(4)}.dcm"
     path.write_bytes(data)
     return path
+
+
+def test_manifest_write_failure_keeps_the_acknowledged_objects_for_the_sweeper(
+    scp, s3_module, proxy, tmp_path
+):
+    proxy.fail_keys_containing = {"/batches/"}
+    path = write_instance(tmp_path / "orphan.dcm")
+    uid = str(dcmread(path).SOPInstanceUID)
+
+    assert send_files(scp.port, [path]) == [0x0000]
+
+    failure = wait_for(
+        lambda: [line for line in scp.logs() if line.get("message", "").startswith("manifest not written")],
+        timeout=15,
+        what="the manifest failure log line",
+    )
+    batch_id = failure[-1]["batchId"]
+    keys = [o["Key"] for o in s3_module.list_objects_v2(Bucket=scp.bucket).get("Contents", [])]
+    assert [k for k in keys if k.endswith(f"/{uid}.dcm") and f"/{batch_id}/" in k]  # durable, unsealed
+    assert f"batches/{batch_id}.json" not in keys
+    assert not [
+        m for m in s3_manifests(s3_module, scp.bucket) if uid in {i.sop_instance_uid for i in m.instances}
+    ]
+    assert "dicom_scp_manifest_failures_total 1" in http_get(scp.health_port, "/metrics")[1]
