@@ -79,8 +79,9 @@ class AppContext:
     def wants_json(self, local_flag: bool = False) -> bool:
         return self.json or local_flag
 
-    def print_json(self, document: Any) -> None:
-        typer.echo(json.dumps(document, indent=2, default=str), file=self.out)
+    def print_json(self, document: Any, lines: bool = False) -> None:
+        """Pretty JSON, or one compact line per document with ``lines`` (streams: JSON Lines)."""
+        typer.echo(json.dumps(document, indent=None if lines else 2, default=str), file=self.out)
 
     @contextmanager
     def logs_to_stderr(self) -> Iterator[None]:

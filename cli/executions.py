@@ -187,7 +187,7 @@ def tail(
         for event in events:
             row = plain_event(event)
             if as_json:
-                app_ctx.print_json(row)
+                app_ctx.print_json(row, lines=True)
             else:
                 style = event_style(row["type"])
                 app_ctx.console.print(

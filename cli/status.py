@@ -93,26 +93,20 @@ def fetch_job(ddb: Any, table: str, job_id: str) -> dict[str, Any]:
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
     table = Table(title=f"Jobs ({len(jobs)})", show_header=True)
-    for column in (
-        "Job (batch id)",
-        "Status",
-        "Calling AE",
-        "Instances",
-        "Imported",
-        "Failed",
-        "Image sets",
-        "Updated",
-    ):
-        table.add_column(column, overflow="fold")
+    table.add_column("Job (batch id)", no_wrap=True, min_width=33)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Calling AE", overflow="fold")
+    table.add_column("Instances\n(ok/failed)", justify="right")
+    table.add_column("Image sets", no_wrap=True, min_width=32)
+    table.add_column("Updated", overflow="fold")
     for job in jobs:
+        failed = job.get("failedCount", job.get("quarantinedCount", 0))
         table.add_row(
             job.get("jobId", ""),
             styled(job.get("currentStatus", "?")),
             job.get("callingAeTitle", ""),
-            str(job.get("instanceCount", "")),
-            str(job.get("importedCount", "")),
-            str(job.get("failedCount", job.get("quarantinedCount", ""))),
-            ", ".join(job.get("imageSetIds", []) or []),
+            f"{job.get('instanceCount', '?')} ({job.get('importedCount', '-')}/{failed})",
+            "\n".join(job.get("imageSetIds", []) or []) or "-",
             job.get("updatedAt", ""),
         )
     return table

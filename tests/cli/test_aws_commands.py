@@ -1,0 +1,269 @@
+"""status / executions / dlq against moto in server mode, seeded the way the workflow writes.
+
+Job items are written with the workflow's own writer (handlers.jobs.JobTable) into a table created
+like the stack creates it; executions run for real in moto's ASL interpreter; DLQ messages carry
+the failure handler's body. The CLI reaches it all through --outputs FILE + --endpoint-url.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from cli.errors import EXIT_FAILED, EXIT_USAGE
+from cli.local.stack import create_job_table
+from components.layout import new_batch_id
+from handlers.jobs import JobTable
+from tests.cli.conftest import FAKE_AWS
+
+STUDY = "1.2.826.0.1.3680043.8.498.1111"
+# Wait for $.wait seconds, then fail or succeed as $.fail says: enough to see states and events.
+DEFINITION = {
+    "StartAt": "WaitForImport",
+    "States": {
+        "WaitForImport": {"Type": "Wait", "SecondsPath": "$.wait", "Next": "Outcome"},
+        "Outcome": {
+            "Type": "Choice",
+            "Choices": [{"Variable": "$.fail", "BooleanEquals": True, "Next": "Failed"}],
+            "Default": "Imported",
+        },
+        "Failed": {"Type": "Fail", "Error": "ImportFailed", "Cause": "the import job FAILED"},
+        "Imported": {"Type": "Succeed"},
+    },
+}
+
+
+def _moto_config(url: str, execute: bool) -> None:
+    body = json.dumps({"stepfunctions": {"execute_state_machine": execute}}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/config", data=body, method="POST"))
+
+
+class Seeded:
+    def __init__(self, url: str, tmp_path):
+        self.url = url
+        session = boto3.session.Session(
+            region_name="us-east-1",
+            aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
+        )
+        self.ddb = session.client("dynamodb", endpoint_url=url)
+        self.sfn = session.client("stepfunctions", endpoint_url=url)
+        self.sqs = session.client("sqs", endpoint_url=url)
+        self.table = "jobs-cli-test"
+        create_job_table(self.ddb, self.table)
+        self.machine = self.sfn.create_state_machine(
+            name="import-cli-test",
+            definition=json.dumps(DEFINITION),
+            roleArn="arn:aws:iam::123456789012:role/sfn",
+        )["stateMachineArn"]
+        self.dlq = self.sqs.create_queue(QueueName="dlq-cli-test")["QueueUrl"]
+        self.outputs = tmp_path / "outputs.json"
+        self.outputs.write_text(
+            json.dumps(
+                {
+                    "jobTable": self.table,
+                    "stateMachineArn": self.machine,
+                    "dlqUrl": self.dlq,
+                    "dicomBucket": "dicom-cli-test",
+                    "region": "us-east-1",
+                }
+            )
+        )
+        jobs = JobTable(self.ddb, self.table, ttl_days=1)
+        self.completed, self.partial, self.failed = new_batch_id(), new_batch_id(), new_batch_id()
+        origins = {self.completed: "CT-ROOM-1", self.partial: "MR-ROOM-2", self.failed: "CT-ROOM-1"}
+        for job_id, ae in origins.items():
+            jobs.record(job_id, "RECEIVED", summary={"manifestKey": f"batches/{job_id}.json"})
+            jobs.record_studies(job_id, {STUDY: 3} if job_id != self.failed else {"1.2.3.999": 1})
+            jobs.record(job_id, "VALIDATED", summary={"callingAeTitle": ae, "instanceCount": 3})
+        jobs.record(self.completed, "SUBMITTED", details={"importJobId": "a" * 32})
+        done = {"imageSetIds": ["b" * 32], "importedCount": 3, "failedCount": 0}
+        jobs.record(self.completed, "COMPLETED", summary=done)
+        jobs.record(
+            self.partial,
+            "PARTIAL",
+            summary={
+                "imageSetIds": ["c" * 32],
+                "importedCount": 2,
+                "failedCount": 1,
+                "failures": [{"sopInstanceUid": "1.2.3.4.5", "stage": "import", "reason": "bad pixel data"}],
+            },
+        )
+        jobs.record(self.failed, "FAILED", summary={"failedState": "StartImport", "error": "ImportFailed"})
+
+    def cli(self, *args: str) -> list[str]:
+        return ["--outputs", str(self.outputs), "--endpoint-url", self.url, "--region", "us-east-1", *args]
+
+    def run_execution(self, name: str, wait: int, fail: bool) -> str:
+        document = {"wait": wait, "fail": fail, "batchId": name}
+        text = json.dumps(document)
+        started = self.sfn.start_execution(stateMachineArn=self.machine, name=name, input=text)
+        return started["executionArn"]
+
+    def wait_done(self, arn: str) -> str:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status = self.sfn.describe_execution(executionArn=arn)["status"]
+            if status != "RUNNING":
+                return status
+            time.sleep(0.05)
+        raise AssertionError(f"{arn} still running")
+
+    def dead_letter(self, batch_id: str, arn: str) -> None:
+        body = {
+            "batchId": batch_id,
+            "manifestKey": f"batches/{batch_id}.json",
+            "state": "CheckStatus",
+            "error": "ImportFailed",
+            "cause": "the import job FAILED",
+            "executionArn": arn,
+            "at": "2026-11-28T00:00:00.000Z",
+        }
+        self.sqs.send_message(QueueUrl=self.dlq, MessageBody=json.dumps(body))
+
+
+@pytest.fixture(scope="module")
+def aws(tmp_path_factory) -> Iterator[Seeded]:
+    mp = pytest.MonkeyPatch()
+    for key, value in FAKE_AWS.items():
+        mp.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    _moto_config(url, True)
+    try:
+        yield Seeded(url, tmp_path_factory.mktemp("aws"))
+    finally:
+        _moto_config(url, False)
+        server.stop()
+        mp.undo()
+
+
+def test_status_lists_jobs_newest_first_with_image_sets(invoke, aws):
+    result = invoke(*aws.cli("status", "--json"))
+    assert result.exit_code == 0, result.output
+    jobs = json.loads(result.stdout)
+    assert {j["jobId"]: j["currentStatus"] for j in jobs} == {
+        aws.completed: "COMPLETED",
+        aws.partial: "PARTIAL",
+        aws.failed: "FAILED",
+    }
+    assert next(j for j in jobs if j["jobId"] == aws.completed)["imageSetIds"] == ["b" * 32]
+    table = invoke(*aws.cli("status")).stdout
+    assert aws.completed in table and "b" * 32 in table and "CT-ROOM-1" in table
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (["--status", "partial"], ["partial"]),
+        (["--calling-aet", "CT-ROOM-1"], ["completed", "failed"]),
+        (["--study", STUDY], ["completed", "partial"]),
+        (["--study", STUDY, "--status", "COMPLETED"], ["completed"]),
+        (["--since", "1h"], ["completed", "partial", "failed"]),
+        (["--since", "2999-01-01T00:00:00Z"], []),
+    ],
+)
+def test_status_filters(invoke, aws, filters, expected):
+    result = invoke(*aws.cli("status", *filters, "--json"))
+    assert result.exit_code == 0, result.output
+    assert sorted(j["jobId"] for j in json.loads(result.stdout)) == sorted(getattr(aws, e) for e in expected)
+
+
+def test_status_of_one_job_shows_timeline_and_failures(invoke, aws):
+    result = invoke(*aws.cli("status", aws.partial))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for status in ("RECEIVED", "VALIDATED", "PARTIAL"):
+        assert status in out
+    assert "1.2.3.4.5" in out and "bad pixel data" in out and "c" * 32 in out
+    document = json.loads(invoke(*aws.cli("status", aws.partial, "--json")).stdout)
+    assert [e["status"] for e in document["timeline"]] == ["RECEIVED", "VALIDATED", "PARTIAL"]
+
+
+def test_status_bad_input_is_explained(invoke, aws):
+    unknown = invoke(*aws.cli("status", "20990101T000000Z-0000000000000000"))
+    assert unknown.exit_code == EXIT_FAILED and "no job" in unknown.stderr
+    bad = invoke(*aws.cli("status", "--status", "DONE"))
+    assert bad.exit_code == EXIT_USAGE and "RECEIVED" in bad.stderr
+    since = invoke(*aws.cli("status", "--since", "yesterday"))
+    assert since.exit_code == EXIT_USAGE and "30m" in since.stderr
+
+
+def test_unreachable_aws_endpoint_is_one_clear_message(invoke, aws):
+    args = aws.cli("status")
+    args[args.index("--endpoint-url") + 1] = "http://127.0.0.1:9"
+    result = invoke(*args)
+    assert result.exit_code == 3
+    assert "cannot reach the AWS endpoint" in result.stderr and "Traceback" not in result.output
+
+
+def test_executions_list_show_and_tail(invoke, aws):
+    ok, bad = new_batch_id(), new_batch_id()
+    aws.wait_done(aws.run_execution(ok, 0, False))
+    aws.wait_done(aws.run_execution(bad, 0, True))
+    listing = json.loads(invoke(*aws.cli("executions", "list", "--json")).stdout)
+    listed = {e["name"]: e["status"] for e in listing}
+    assert listed[ok] == "SUCCEEDED" and listed[bad] == "FAILED"
+    failed_only = json.loads(invoke(*aws.cli("executions", "list", "--status", "failed", "--json")).stdout)
+    assert bad in {e["name"] for e in failed_only} and ok not in {e["name"] for e in failed_only}
+
+    shown = json.loads(invoke(*aws.cli("executions", "show", bad, "--json")).stdout)
+    types = [e["type"] for e in shown["events"]]
+    assert types[0] == "ExecutionStarted" and types[-1] == "ExecutionFailed"
+    assert any("ImportFailed" in e["detail"] for e in shown["events"])
+    human = invoke(*aws.cli("executions", "show", bad)).stdout
+    assert "ExecutionFailed" in human and "WaitForImport" in human
+
+    tail = invoke(*aws.cli("executions", "tail", ok, "-n", "2")).stdout
+    assert "ExecutionSucceeded" in tail and "ExecutionStarted" not in tail and "SUCCEEDED" in tail
+    missing = invoke(*aws.cli("executions", "show", "no-such-batch"))
+    assert missing.exit_code == EXIT_FAILED and "no execution" in missing.stderr
+
+
+def test_tail_follow_prints_events_until_the_execution_ends(invoke, aws):
+    name = new_batch_id()
+    aws.run_execution(name, 1, False)
+    result = invoke(*aws.cli("executions", "tail", name, "--follow", "--interval", "0.2", "--json"))
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    types = [e["type"] for e in events]
+    assert types[-1] == "ExecutionSucceeded" and "WaitStateExited" in types
+
+
+def test_dlq_list_and_redrive_is_idempotent(invoke, aws):
+    failed = new_batch_id()
+    original = aws.run_execution(failed, 0, True)
+    assert aws.wait_done(original) == "FAILED"
+    busy = new_batch_id()
+    aws.run_execution(busy, 20, False)  # still RUNNING while we redrive
+    aws.dead_letter(failed, original)
+    aws.dead_letter(busy, "")
+
+    listed = json.loads(invoke(*aws.cli("dlq", "list", "--json")).stdout)
+    assert {m["batchId"] for m in listed} == {failed, busy}
+    assert all(m["error"] == "ImportFailed" for m in listed)
+    # listing does not consume: a second look sees the same messages
+    assert len(json.loads(invoke(*aws.cli("dlq", "list", "--json")).stdout)) == 2
+
+    result = invoke(*aws.cli("dlq", "redrive", "--all", "--json"))
+    assert result.exit_code == 0, result.output
+    outcomes = {o["batchId"]: o for o in json.loads(result.stdout)["redriven"]}
+    assert outcomes[failed]["outcome"] == "started"
+    assert outcomes[failed]["execution"] == f"{failed}-redrive-1"
+    assert outcomes[busy] == {"batchId": busy, "outcome": "already-running", "execution": busy}
+    rerun = aws.sfn.describe_execution(executionArn=original.replace(failed, f"{failed}-redrive-1"))
+    assert json.loads(rerun["input"]) == {"wait": 0, "fail": True, "batchId": failed}
+    assert json.loads(invoke(*aws.cli("dlq", "list", "--json")).stdout) == []
+
+    again = invoke(*aws.cli("dlq", "redrive", failed))
+    assert again.exit_code == EXIT_FAILED and "not in the DLQ" in again.stderr
+    usage = invoke(*aws.cli("dlq", "redrive"))
+    assert usage.exit_code == EXIT_USAGE
