@@ -1,0 +1,122 @@
+"""config show/validate through the shared model, and the synthetic study writer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom import uid
+
+from cli.errors import EXIT_USAGE
+from cli.synthetic import PROFILES, write_study
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's stack files, so tests can add broken stacks next to them."""
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml"):
+        shutil.copy(PROJECT / name, tmp_path / name)
+    return tmp_path
+
+
+def test_config_validate_accepts_the_dev_stack(invoke, project):
+    result = invoke("--project-dir", project, "--stack", "dev", "config", "validate")
+    assert result.exit_code == 0, result.output
+    assert "configuration is valid" in result.stdout
+
+
+def test_config_validate_lists_every_bad_value(invoke, project):
+    (project / "Pulumi.bad.yaml").write_text(
+        "config:\n"
+        "  dicom-ingest:scpAeTitle: THIS-AE-TITLE-IS-TOO-LONG\n"
+        "  dicom-ingest:workflowPollSeconds: '0'\n"
+    )
+    result = invoke("--project-dir", project, "--stack", "bad", "config", "validate")
+    assert result.exit_code == EXIT_USAGE
+    assert "scpAeTitle" in result.stderr and "at most 16" in result.stderr
+    assert "workflowPollSeconds" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_unknown_stack_names_the_known_ones(invoke, project):
+    result = invoke("--project-dir", project, "--stack", "qa", "config", "show")
+    assert result.exit_code == EXIT_USAGE
+    assert "'qa'" in result.stderr and "known stacks: dev" in result.stderr
+
+
+def test_config_show_resolves_stack_values_and_masks_secrets(invoke, project):
+    (project / "Pulumi.sec.yaml").write_text(
+        "config:\n  dicom-ingest:scpAeTitle: GW-SEC\n  other:apiToken:\n    secure: v1:AAAA\n"
+    )
+    outputs = project / "outputs.json"
+    outputs.write_text(json.dumps({"aeTitle": "GW-SEC", "dicomPort": 104, "authToken": "hunter2"}))
+    stack = ["--project-dir", project, "--stack", "sec", "--outputs", outputs]
+    result = invoke(*stack, "config", "show", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["config"]["scpAeTitle"] == {"value": "GW-SEC", "source": "stack"}
+    assert document["config"]["scpPort"]["source"] == "default"
+    assert document["outputs"]["dicomPort"] == 104
+    assert document["outputs"]["authToken"] == "********" and "hunter2" not in result.stdout
+    human = invoke(*stack, "config", "show")
+    assert "scpAeTitle" in human.stdout and "GW-SEC" in human.stdout and "Stack outputs" in human.stdout
+
+
+def test_missing_outputs_are_one_message_with_the_fix(invoke, project):
+    show = invoke("--project-dir", project, "--stack", "dev", "config", "show")
+    assert show.exit_code == 0
+    assert "Stack outputs unavailable" in show.stdout and "--outputs FILE" in show.stdout
+    check = invoke("--project-dir", project, "--stack", "dev", "config", "validate", "--check-outputs")
+    assert check.exit_code == EXIT_USAGE and "--outputs FILE" in check.stderr
+    partial = project / "partial.json"
+    partial.write_text(json.dumps({"endpointHost": "gw.example.org", "dicomPort": 11112}))
+    dev = ["--project-dir", project, "--stack", "dev", "--outputs", partial]
+    incomplete = invoke(*dev, "config", "validate", "--check-outputs")
+    assert incomplete.exit_code == EXIT_USAGE
+    assert "jobTable" in incomplete.stderr and "stateMachineArn" in incomplete.stderr
+    status = invoke(*dev, "status")
+    assert status.exit_code == EXIT_USAGE and "no output 'jobTable'" in status.stderr
+
+
+@pytest.mark.parametrize("modality", sorted(PROFILES))
+def test_synthetic_studies_are_plausible_and_fresh(tmp_path, modality):
+    first = write_study(tmp_path / "a", modality, instances=3, rows=32, cols=48)
+    second = write_study(tmp_path / "b", modality, instances=3, rows=32, cols=48)
+    datasets = [pydicom.dcmread(p) for p in first]
+    ds = datasets[0]
+    assert ds.file_meta.TransferSyntaxUID == uid.ExplicitVRLittleEndian
+    assert ds.SOPClassUID == PROFILES[modality].sop_class_uid and ds.Modality == modality
+    assert (ds.Rows, ds.Columns) == (32, 48)
+    assert [d.InstanceNumber for d in datasets] == [1, 2, 3]
+    assert len({d.SOPInstanceUID for d in datasets}) == 3
+    assert str(ds.PatientName).startswith("SYNTHETIC^")
+    assert ds.StudyInstanceUID != pydicom.dcmread(second[0]).StudyInstanceUID
+    pixels = ds.pixel_array
+    assert pixels.shape[:2] == (32, 48) and pixels.std() > 0
+    if modality in ("CT", "MR"):
+        z = [float(d.ImagePositionPatient[2]) for d in datasets]
+        assert z == sorted(z, reverse=True) and len(set(z)) == 3
+        assert ds.FrameOfReferenceUID == datasets[1].FrameOfReferenceUID
+    if modality == "CT":
+        assert ds.RescaleIntercept == -1024 and ds.WindowWidth == 400
+
+
+@pytest.mark.parametrize(("syntax", "expected"), [("rle", uid.RLELossless), ("j2k", uid.JPEG2000Lossless)])
+def test_compressed_synthetic_studies_decode_losslessly(tmp_path, syntax, expected):
+    plain = pydicom.dcmread(write_study(tmp_path / "plain", "MR", instances=1, rows=64, cols=64)[0])
+    packed = pydicom.dcmread(
+        write_study(tmp_path / "packed", "MR", instances=1, rows=64, cols=64, transfer_syntax=syntax)[0]
+    )
+    assert packed.file_meta.TransferSyntaxUID == expected
+    assert np.array_equal(packed.pixel_array, plain.pixel_array)
+
+
+def test_unknown_modality_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown modality"):
+        write_study(tmp_path, "PET")
