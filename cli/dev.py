@@ -79,7 +79,9 @@ def dev(
     try:
         with app.logs_to_stderr(), local_stack(app, port, publish=True) as stack:
             if app.json:
-                app.print_json({"event": "ready", "outputs": stack.outputs, "environment": stack.environment})
+                app.print_json(
+                    {"event": "ready", "outputs": stack.outputs, "environment": stack.environment}, lines=True
+                )
             else:
                 describe(app, stack)
                 app.console.print("[bold green]ready[/]")
