@@ -76,12 +76,15 @@ class LocalStack:
         data_dir: Path | None = None,
         moto_port: int = 0,
         region: str = "us-east-1",
+        ahi_start_rate_limit: float | None = None,
     ):
+        """``ahi_start_rate_limit``: make the emulator enforce StartDICOMImportJob's quota (requests/s)."""
         self.config = config
         self.scp_port = scp_port
         # An ASL Wait takes whole seconds; the local stack polls at least once a second.
         self.poll_seconds = max(1, math.ceil(poll_seconds))
         self.ahi_job_seconds = ahi_job_seconds
+        self.ahi_start_rate_limit = ahi_start_rate_limit
         self.moto_port = moto_port
         self.region = region
         self._data_dir = data_dir
@@ -131,7 +134,12 @@ class LocalStack:
 
         from cli.local.ahi_emulator import AhiEmulator
 
-        self.ahi = AhiEmulator(s3_endpoint_url=moto_url, region=self.region, job_seconds=self.ahi_job_seconds)
+        self.ahi = AhiEmulator(
+            s3_endpoint_url=moto_url,
+            region=self.region,
+            job_seconds=self.ahi_job_seconds,
+            start_rate_limit=self.ahi_start_rate_limit,
+        )
         ahi_url = self.ahi.start()
         self.environment = {
             "AWS_ENDPOINT_URL": moto_url,
