@@ -9,9 +9,8 @@ errors we can explain become one message and a documented exit code (tracebacks 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -51,19 +50,17 @@ def _translate(exc: Exception) -> CliError | None:
 class BoundaryGroup(TyperGroup):
     """The top-level group: every subcommand runs inside ``invoke``, so this is the error boundary."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: Any):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
-            raise
         except KeyboardInterrupt:
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except Exception as exc:  # noqa: BLE001 - the boundary: explain or re-raise
+        except Exception as exc:  # the boundary: explain what we can, re-raise the rest (typer.Exit, bugs)
             error = exc if isinstance(exc, CliError) else _translate(exc)
+            if error is None:
+                raise
             app_ctx = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext()
-            if error is None or app_ctx.verbose:
-                if error is None:
-                    raise
+            if app_ctx.verbose:
                 app_ctx.err.print_exception()
             app_ctx.err.print(f"[bold red]Error:[/] {error.message}", markup=True, soft_wrap=True)
             if error.fix:
