@@ -106,7 +106,8 @@ def test_foreign_peer_address_is_rejected(start_scp, tmp_path):
 
 def test_sigterm_with_an_open_association_drains_aborts_seals_and_exits_0(start_scp, tmp_path):
     store = tmp_path / "store"
-    scp = start_scp(SCP_STORAGE_URI=f"file://{store}", SCP_DRAIN_SECONDS="2")
+    # the drain window is the only time /readyz says 503: wide enough for a loaded CI machine to see it
+    scp = start_scp(SCP_STORAGE_URI=f"file://{store}", SCP_DRAIN_SECONDS="8")
     files = [write_instance(tmp_path / f"{n}.dcm") for n in range(2)]
     assoc = associate(scp.port, file_contexts(files))
     with raw_sending():
