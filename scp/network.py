@@ -18,6 +18,7 @@ from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from scp.access import AccessPolicy
+from scp.fast_transport import accelerate
 from scp.metrics import Metrics
 from scp.sessions import Sessions
 
@@ -59,6 +60,7 @@ class GatewayRequestHandler(RequestHandler):
         except OSError:  # the peer already went away
             return
         assoc = self._create_association()
+        accelerate(assoc)  # event-driven receive path (scp/fast_transport.py)
         sessions = self.server.sessions
         sessions.attach(assoc, peer_address=str(self.client_address[0]))
         try:

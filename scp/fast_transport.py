@@ -1,0 +1,249 @@
+"""An event-driven receive path for pynetdicom 3.0.4 acceptor associations.
+
+pynetdicom runs two polling loops per association: the DUL reactor sleeps 1 ms whenever it finds
+nothing to do and reads sockets 4 KB at a time; the association reactor sleeps 1 ms before each
+look at its queues. Profiled here, those loops and reads were a large share of the SCP's CPU and
+added latency to every C-STORE (the sender waits for each response before the next image).
+
+``accelerate(assoc)`` is called once per accepted connection, before the association starts. It
+gives the association:
+- ``EventDrivenDUL``: blocks in ``select`` on the socket and on a wake-up socket that is written
+  whenever a primitive is queued for sending (so a C-STORE response goes out at once), and reads a
+  whole PDU with ``recv_into`` into one buffer (``BulkReadSocket``);
+- ``EventDrivenAssociation``: waits on an event the DUL sets after every state-machine action
+  instead of sleeping 1 ms per loop.
+The protocol handling itself (state machine, PDU decoding, DIMSE, ACSE) is pynetdicom's, unchanged.
+Timers (ARTIM, network idle) are still checked at least every ``TIMER_TICK`` seconds.
+
+These classes override private pynetdicom internals, so they are used only with the pynetdicom
+version they were written against; any other version, or ``DICOM_SCP_STOCK_RECEIVE=1`` in the
+environment (for comparisons: ``make bench``), keeps pynetdicom's own loops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import socket
+import ssl
+import threading
+from typing import Any
+
+import pynetdicom
+from pynetdicom import evt
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.transport import AssociationSocket
+
+log = logging.getLogger("scp.fast_transport")
+
+SUPPORTED_VERSION = "3.0.4"
+STOCK_ENV = "DICOM_SCP_STOCK_RECEIVE"
+TIMER_TICK = 0.05  # longest wait without an event: ARTIM and idle timers are checked this often
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
+
+
+def enabled() -> bool:
+    return pynetdicom.__version__ == SUPPORTED_VERSION and os.environ.get(STOCK_ENV, "") in ("", "0")
+
+
+def accelerate(assoc: Association) -> bool:
+    """Switch a freshly created acceptor association (socket set, not started) to this receive path.
+
+    Returns False, leaving the association as pynetdicom made it, when disabled.
+    """
+    if not enabled():
+        return False
+    connection = assoc.dul.socket.socket  # the accepted socket, wrapped by pynetdicom's AssociationSocket
+    assoc.dul = EventDrivenDUL(assoc)
+    # The timeout setters configure the DUL's ARTIM and idle timers: apply them to the new DUL.
+    assoc.acse_timeout = assoc.acse_timeout
+    assoc.network_timeout = assoc.network_timeout
+    assoc.set_socket(BulkReadSocket(assoc, client_socket=connection))  # queues Evt5 on the new DUL
+    assoc.__class__ = EventDrivenAssociation  # only _run_reactor differs
+    return True
+
+
+class BulkReadSocket(AssociationSocket):
+    def recv(self, nr_bytes: int) -> bytearray:
+        """Read exactly ``nr_bytes`` (fewer only if the peer closed) straight into one buffer.
+
+        Before each read, ask Linux to acknowledge at once (TCP_QUICKACK): a sender that keeps
+        Nagle's algorithm on otherwise holds back the tail of each PDU until our delayed ACK.
+        """
+        sock = self.socket
+        assert sock is not None
+        if _QUICKACK is not None and not isinstance(sock, ssl.SSLSocket):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass
+        buffer = bytearray(nr_bytes)
+        view = memoryview(buffer)
+        received = 0
+        while received < nr_bytes:
+            count = sock.recv_into(view[received:], nr_bytes - received)
+            if not count:  # connection closed: return what arrived, as pynetdicom does
+                return buffer[:received]
+            received += count
+        return buffer
+
+
+class EventDrivenDUL(DULServiceProvider):
+    def __init__(self, assoc: Association):
+        super().__init__(assoc)
+        # Written to when the local user queues a primitive, so select() returns at once.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        # Set after every state-machine action: the association reactor waits on it.
+        self.user_wake = threading.Event()
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # buffer full (a wake-up is pending anyway) or the DUL has ended
+            pass
+
+    def send_pdu(self, primitive: Any) -> None:
+        super().send_pdu(primitive)
+        self.wake()
+
+    def kill_dul(self) -> None:
+        super().kill_dul()
+        self.wake()
+
+    def stop_dul(self) -> bool:
+        if self.state_machine.current_state != "Sta1":
+            return False
+        self._kill_thread = True
+        self.wake()
+        if threading.current_thread() is not self and self.is_alive():
+            self.join()
+        return True
+
+    def run_reactor(self) -> None:
+        """pynetdicom's reactor step, but waiting for the socket or a wake-up instead of sleeping."""
+        self._idle_timer.start()
+        self.assoc._dul_ready.set()
+        try:
+            while not self._kill_thread:
+                if self.artim_timer.expired:
+                    self.event_queue.put("Evt18")
+                try:
+                    if self._process_recv_primitive():  # a primitive from the local user to send
+                        pass
+                    elif self._is_transport_event():  # a PDU from the peer (or the connection closed)
+                        self._idle_timer.restart()
+                except Exception:
+                    log.exception("receive path failed, aborting the association")
+                    self._abort_immediately()
+                    return
+                try:
+                    event = self.event_queue.get_nowait()
+                except queue.Empty:
+                    self._wait_for_work()
+                    continue
+                self.state_machine.do_action(event)
+                self.user_wake.set()
+        finally:
+            self.user_wake.set()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _wait_for_work(self) -> None:
+        if not self.to_provider_queue.empty():
+            return
+        wrapper = self.socket
+        connection = wrapper.socket if wrapper is not None else None
+        readable = [self._wake_r]
+        if connection is not None and connection.fileno() >= 0:
+            if isinstance(connection, ssl.SSLSocket) and connection.pending():
+                return  # decrypted bytes already buffered: select() would not see them
+            readable.append(connection)
+        try:
+            select.select(readable, [], [], TIMER_TICK)
+        except (OSError, ValueError):  # the socket was closed meanwhile: the next step notices
+            return
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:  # drained (BlockingIOError)
+            pass
+
+    def _abort_immediately(self) -> None:
+        """As pynetdicom does on an exception in its reactor: A-ABORT past the state machine, stop."""
+        abort = A_ABORT_RQ()
+        abort.source = 0x02
+        abort.reason_diagnostic = 0x00
+        try:
+            if self.socket is not None:
+                self.socket.send(abort.encode())
+        finally:
+            self.assoc.is_aborted = True
+            self.assoc.is_established = False
+            self.assoc._kill = True
+            self._kill_thread = True
+
+
+class EventDrivenAssociation(Association):
+    """pynetdicom's acceptor reactor, woken by the DUL instead of polling every millisecond."""
+
+    dul: EventDrivenDUL
+
+    def _has_work(self) -> bool:
+        return (
+            not self.dimse.msg_queue.empty() or not self.dul.to_user_queue.empty() or not self.dul.is_alive()
+        )
+
+    def _run_reactor(self) -> None:
+        self._is_paused = False
+        wake = self.dul.user_wake
+        while not self._kill:
+            if not self._has_work():
+                wake.wait(TIMER_TICK)
+            wake.clear()  # anything queued before this is seen by the checks below
+
+            # Paused while a send_*() method on this association waits for its own responses.
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self._is_paused = False
+
+            context_id, msg = self.dimse.get_msg(block=False)
+            if msg:
+                self._serve_request(msg, context_id)
+
+            if self.is_established and self.acse.is_release_requested():
+                self.acse.send_release(is_response=True)
+                self.is_released = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_RELEASED, {})
+                self.kill()
+                return
+
+            if self.acse.is_aborted():
+                self.dul.receive_pdu(wait=False)  # so EVT_ACSE_RECV fires for the A-ABORT
+                self.is_aborted = True
+                self.is_established = False
+                evt.trigger(self, evt.EVT_ABORTED, {})
+                self.kill()
+                return
+
+            if not self.dul.is_alive():
+                self.kill()
+                return
+
+            if self.dul.idle_timer_expired():
+                log.info("network timeout reached, aborting the association")
+                if self.network_timeout_response == "A-RELEASE":
+                    self._is_paused = True
+                    self._reactor_checkpoint.wait()
+                    self.release()
+                    self._is_paused = False
+                else:
+                    self.abort()
+                self.kill()
+                return
