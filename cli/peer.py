@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +14,7 @@ import typer
 
 from cli.context import AppContext
 from cli.errors import Rejected, Unreachable, UsageProblem
-from cli.sender import AssociationFailed, Peer
+from cli.sender import AssociationFailed, Peer, TlsFiles
 
 HostOption = Annotated[str | None, typer.Option(help="SCP host (default: the stack's endpointHost).")]
 PortOption = Annotated[int | None, typer.Option(help="SCP port (default: the stack's dicomPort/tlsPort).")]
@@ -27,16 +26,6 @@ TlsOption = Annotated[bool, typer.Option("--tls", help="Use DICOM TLS.")]
 CaOption = Annotated[Path | None, typer.Option("--ca-file", help="PEM CA bundle to verify the SCP.")]
 CertOption = Annotated[Path | None, typer.Option("--cert-file", help="PEM client certificate.")]
 KeyOption = Annotated[Path | None, typer.Option("--key-file", help="PEM client private key.")]
-
-
-def tls_context(ca_file: Path | None, cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file or key_file:
-        if not (cert_file and key_file):
-            raise UsageProblem("--cert-file and --key-file go together")
-        context.load_cert_chain(str(cert_file), str(key_file))
-    return context
 
 
 def resolve_peer(
@@ -55,8 +44,10 @@ def resolve_peer(
     if port is None:
         port = int(app.output("tlsPort" if tls else "dicomPort"))
     called_aet = called_aet or app.outputs_or_config_ae_title()
-    context = tls_context(ca_file, cert_file, key_file) if tls else None
-    return Peer(host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, tls=context)
+    if (cert_file is None) != (key_file is None):
+        raise UsageProblem("--cert-file and --key-file go together")
+    files = TlsFiles(ca_file, cert_file, key_file) if tls else None
+    return Peer(host=host, port=port, called_aet=called_aet, calling_aet=calling_aet, tls=files)
 
 
 def explain(exc: AssociationFailed, peer: Peer) -> Exception:

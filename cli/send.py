@@ -52,7 +52,9 @@ def generate(
     return files
 
 
-def transmit(app: AppContext, paths: list[Path], target: Peer, associations: int, retries: int) -> SendReport:
+def transmit(
+    app: AppContext, paths: list[Path], target: Peer, associations: int, retries: int, processes: bool = False
+) -> SendReport:
     """Scan, send with a progress bar (humans) and return every per-instance result."""
     files, unreadable = scan(paths)
     if not files and not unreadable:
@@ -84,7 +86,12 @@ def transmit(app: AppContext, paths: list[Path], target: Peer, associations: int
         if files:
             try:
                 report = send_files(
-                    files, target, associations=associations, retries=retries, on_result=on_result
+                    files,
+                    target,
+                    associations=associations,
+                    retries=retries,
+                    on_result=on_result,
+                    processes=processes,
                 )
             except AssociationFailed as exc:
                 raise peer_opts.explain(exc, target) from None
@@ -162,6 +169,9 @@ def send(
     cert_file: peer_opts.CertOption = None,
     key_file: peer_opts.KeyOption = None,
     associations: Annotated[int, typer.Option(min=1, max=32, help="Parallel associations.")] = 1,
+    processes: Annotated[
+        bool, typer.Option("--processes", help="One process per association (else threads).")
+    ] = False,
     retries: Annotated[
         int, typer.Option(min=0, max=10, help="Retries of an instance refused with 0xA7xx.")
     ] = 3,
@@ -179,7 +189,7 @@ def send(
         if synthetic:
             paths = [Path(tmp)]
             generate(Path(tmp), synthetic.value, studies, instances, transfer_syntax.value)
-        report = transmit(app, list(paths or []), target, associations, retries)
+        report = transmit(app, list(paths or []), target, associations, retries, processes)
     if app.json:
         app.print_json(report_document(report, target))
     else:

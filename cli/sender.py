@@ -12,6 +12,7 @@ backoff, because the gateway promises that such an instance was not kept.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import socket
 import ssl
@@ -25,8 +26,6 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config, build_context
 from pynetdicom.presentation import PresentationContext
-
-logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context ids are odd numbers 1..255
 WARNING_STATUSES = {0x0001, 0xB000, 0xB006, 0xB007}  # stored, with coercion or elements discarded
@@ -122,12 +121,29 @@ class SendReport:
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """DICOM TLS client settings as plain data (picklable: worker processes build their own context)."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        cafile = str(self.ca_file) if self.ca_file else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file and self.key_file:
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+
+@dataclass(frozen=True)
 class Peer:
     host: str
     port: int
     called_aet: str
     calling_aet: str = "DICOMCTL"
-    tls: ssl.SSLContext | None = None
+    tls: TlsFiles | None = None
     acse_timeout: float = 10.0
     dimse_timeout: float = 60.0
     network_timeout: float = 60.0
@@ -188,7 +204,7 @@ def presentation_contexts(files: Iterable[DicomFile]) -> list[PresentationContex
 
 
 def _associate(ae: AE, peer: Peer, contexts: list[PresentationContext]):
-    tls_args = (peer.tls, peer.host) if peer.tls else None
+    tls_args = (peer.tls.context(), peer.host) if peer.tls else None
     assoc = ae.associate(
         peer.host, peer.port, contexts, ae_title=peer.called_aet, max_pdu=0, tls_args=tls_args
     )
@@ -223,6 +239,7 @@ def _reachable(peer: Peer) -> bool:
 
 
 def _new_ae(peer: Peer) -> AE:
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # we report every failure ourselves
     ae = AE(ae_title=peer.calling_aet)
     ae.acse_timeout = peer.acse_timeout
     ae.dimse_timeout = peer.dimse_timeout
@@ -284,22 +301,21 @@ def send_files(
     backoff: float = 0.5,
     on_result: Callable[[InstanceResult], None] | None = None,
     stop: threading.Event | None = None,
+    processes: bool = False,
 ) -> SendReport:
     """Send ``files`` over up to ``associations`` parallel associations; one result per file.
 
-    Raises AssociationFailed when the first association cannot be established (nothing was sent);
-    later association failures mark the remaining instances as failed with that reason.
+    Associations run in threads by default; ``processes=True`` gives each its own process (the
+    GIL is shared by threads, and pynetdicom spends ~4-7 ms of Python CPU per C-STORE), at the
+    cost of starting the processes. docs/benchmarks/sender.md has both, measured. Raises
+    AssociationFailed when no association could be established (nothing was sent); a later
+    association failure marks that worker's remaining instances as failed with its reason.
     """
-    _config.STORE_SEND_CHUNKED_DATASET = True
     report = SendReport()
     if not files:
         return report
-    contexts = presentation_contexts(files)
-    work: queue.Queue[DicomFile] = queue.Queue()
-    for item in files:
-        work.put(item)
+    associations = max(1, min(associations, len(files)))
     lock = threading.Lock()
-    stop = stop or threading.Event()
 
     def record(result: InstanceResult) -> None:
         with lock:
@@ -308,23 +324,84 @@ def send_files(
             on_result(result)
 
     started = time.perf_counter()
-    workers = [_Worker(peer, contexts, work, retries, backoff, record) for _ in range(max(1, associations))]
-    # Establish the first association before fanning out, so a wrong AE or a dead host is one clear error.
-    workers[0].assoc = _associate(workers[0].ae, peer, contexts)
+    run = _run_processes if processes and associations > 1 else _run_threads
+    errors = run(files, peer, associations, retries, backoff, record, stop or threading.Event())
+    report.seconds = time.perf_counter() - started
+    report.associations = associations
+    if errors and not report.results:
+        raise errors[0]
+    sent = {r.path for r in report.results}
+    reason = errors[0].detail if errors else "interrupted before sending"
+    for item in files:
+        if item.path not in sent:
+            record(InstanceResult(item.path, item.sop_instance_uid, error=reason, size=item.size))
+    return report
+
+
+def _run_threads(files, peer, associations, retries, backoff, record, stop) -> list[AssociationFailed]:
+    _config.STORE_SEND_CHUNKED_DATASET = True
+    contexts = presentation_contexts(files)
+    work: queue.Queue[DicomFile] = queue.Queue()
+    for item in files:
+        work.put(item)
+    workers = [_Worker(peer, contexts, work, retries, backoff, record) for _ in range(associations)]
+    # The first association before fanning out: a wrong AE or a dead host is one clear error.
+    try:
+        workers[0].assoc = _associate(workers[0].ae, peer, contexts)
+    except AssociationFailed as exc:
+        return [exc]
     threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    report.seconds = time.perf_counter() - started
-    report.associations = len(workers)
-    errors = [w.error for w in workers if w.error]
-    sent = {r.path for r in report.results}
-    leftover = [f for f in files if f.path not in sent]
-    reason = errors[0].detail if errors else "interrupted before sending"
-    for item in leftover:
-        record(InstanceResult(item.path, item.sop_instance_uid, error=reason, size=item.size))
-    return report
+    return [w.error for w in workers if w.error]
+
+
+def _process_worker(files, peer, retries, backoff, results) -> None:
+    """One association in its own process; streams ("result", r) and ends with ("done", error)."""
+    error = None
+    try:
+        send_files(
+            files, peer, 1, retries, backoff, on_result=lambda r: results.put(("result", r)), processes=False
+        )
+    except AssociationFailed as exc:
+        error = (exc.kind, exc.detail)
+    results.put(("done", error))
+
+
+def _run_processes(files, peer, associations, retries, backoff, record, stop) -> list[AssociationFailed]:
+    context = multiprocessing.get_context("spawn")  # safe whatever threads the caller runs
+    results = context.Queue()
+    shares = [files[i::associations] for i in range(associations)]
+    workers = [
+        context.Process(target=_process_worker, args=(share, peer, retries, backoff, results), daemon=True)
+        for share in shares
+    ]
+    for worker in workers:
+        worker.start()
+    errors: list[AssociationFailed] = []
+    running = len(workers)
+    try:
+        while running and not stop.is_set():
+            try:
+                kind, payload = results.get(timeout=0.5)
+            except queue.Empty:
+                if not any(w.is_alive() for w in workers):
+                    break
+                continue
+            if kind == "result":
+                record(payload)
+            else:
+                running -= 1
+                if payload:
+                    errors.append(AssociationFailed(*payload))
+    finally:
+        for worker in workers:
+            if stop.is_set():
+                worker.terminate()
+            worker.join(timeout=5)
+    return errors
 
 
 def echo(peer: Peer) -> tuple[int, float]:

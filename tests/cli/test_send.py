@@ -38,6 +38,13 @@ def test_send_over_parallel_associations(invoke, scp, ct_study):
     assert len(scp.received) == 6
 
 
+def test_send_with_one_process_per_association(invoke, scp, ct_study):
+    result = invoke("send", *ct_study, *peer_args(scp), "--associations", "2", "--processes", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stored"] == 6
+    assert set(scp.received) == {sop_uid(p) for p in ct_study}
+
+
 def test_synthetic_compressed_studies_are_sent_as_encoded(invoke, scp):
     result = invoke(
         "send",
