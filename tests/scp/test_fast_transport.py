@@ -2,6 +2,7 @@
 
 The rest of tests/scp runs through this path too (it is on by default); these tests pin what is
 specific to it: that accepted associations use it, that whole PDUs arrive through ``recv_into``,
+that C-STORE responses encoded here are the bytes pynetdicom would send,
 that many images over one association (dcmtk with Nagle on, several PDUs per image, interleaved
 C-ECHO) arrive byte-for-byte, that timers still fire without traffic, and that the stock
 switch used by the benchmark still receives correctly.
@@ -13,11 +14,21 @@ import socket
 import subprocess
 import threading
 
+import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom.dimse_messages import C_STORE_RSP
+from pynetdicom.dimse_primitives import C_STORE
 
 from components.scp_settings import ScpSettings
-from scp.fast_transport import STOCK_ENV, BulkReadSocket, EventDrivenAssociation, EventDrivenDUL
+from scp.fast_transport import (
+    STOCK_ENV,
+    BulkReadSocket,
+    DirectResponseDIMSE,
+    EventDrivenAssociation,
+    EventDrivenDUL,
+    store_response_command,
+)
 from scp.server import StoreScp
 from tests.scp.dicom_factory import _dataset_offset, dataset_bytes, write_instance
 from tests.scp.harness import associate, file_contexts, raw_sending, send_files, wait_for
@@ -51,6 +62,7 @@ def test_accepted_associations_run_the_event_driven_path(tmp_path):
         assert isinstance(session.assoc, EventDrivenAssociation)
         assert isinstance(session.assoc.dul, EventDrivenDUL)
         assert isinstance(session.assoc.dul.socket, BulkReadSocket)
+        assert isinstance(session.assoc.dimse, DirectResponseDIMSE)
         with raw_sending():
             assert assoc.send_c_store(path).Status == 0
         assoc.release()
@@ -141,3 +153,18 @@ def test_the_stock_receive_path_switch_still_stores(start_scp, tmp_path):
     assert send_files(scp.port, files) == [0, 0, 0]
     [manifest] = wait_file_manifests(store, {str(dcmread(f).SOPInstanceUID) for f in files})
     assert len(manifest.instances) == 3
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC210, 0xB000])
+@pytest.mark.parametrize("instance_uid", ["1.2.3.4", "1.2.3.45"])  # even and odd length (padding)
+def test_direct_store_response_bytes_equal_pynetdicoms_encoding(status, instance_uid):
+    response = C_STORE()
+    response.MessageID = response.MessageIDBeingRespondedTo = 513
+    response.AffectedSOPClassUID = CTImageStorage
+    response.AffectedSOPInstanceUID = instance_uid
+    response.Status = status
+    message = C_STORE_RSP()
+    message.primitive_to_message(response)
+    [pdata] = message.encode_msg(1, 16384)
+    [(context_id, pynetdicom_pdv)] = pdata.presentation_data_value_list
+    assert pynetdicom_pdv == b"\x03" + store_response_command(response)
