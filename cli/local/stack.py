@@ -56,6 +56,12 @@ POWERTOOLS_ENV = {
     "POWERTOOLS_LOG_LEVEL": "WARNING",
 }
 LAMBDA_RUNTIME = "python3.12"
+QUIET_LOGGERS = {
+    "werkzeug": logging.ERROR,  # one line per moto request otherwise
+    # A failed execution is logged with its whole state tree; it is visible through the
+    # Step Functions API, the job table and the DLQ anyway.
+    "moto.stepfunctions.parser": logging.CRITICAL,
+}
 
 
 def _resource_prefix(stack: str) -> str:
@@ -90,7 +96,7 @@ class LocalStack:
         self._data_dir = data_dir
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._saved_env: dict[str, str | None] = {}
-        self._werkzeug_level: int | None = None
+        self._logger_levels: dict[str, int] = {}
         self._server: ThreadedMotoServer | None = None
         self._patched = False
         self.ahi: Any = None
@@ -115,9 +121,10 @@ class LocalStack:
 
     def start(self) -> None:
         self._set_env(FAKE_CREDENTIALS | {"AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region})
-        werkzeug = logging.getLogger("werkzeug")
-        self._werkzeug_level = werkzeug.level
-        werkzeug.setLevel(logging.ERROR)  # one line per moto request otherwise
+        for name, level in QUIET_LOGGERS.items():
+            logger = logging.getLogger(name)
+            self._logger_levels[name] = logger.level
+            logger.setLevel(level)
 
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
         self._server.start()
@@ -129,6 +136,7 @@ class LocalStack:
         self._moto_api(moto_url, "config", {"stepfunctions": {"execute_state_machine": True}})
         moto_lambda.install()
         self._patched = True
+        self._set_env({k: v for k, v in POWERTOOLS_ENV.items() if k not in os.environ})
         for spec in FUNCTIONS:  # import every handler now: fails early, and the first batch is not slower
             moto_lambda.resolve_handler(spec.handler)
 
@@ -171,9 +179,9 @@ class LocalStack:
         if self._patched:
             moto_lambda.uninstall()
             self._patched = False
-        if self._werkzeug_level is not None:
-            logging.getLogger("werkzeug").setLevel(self._werkzeug_level)
-            self._werkzeug_level = None
+        for name, level in self._logger_levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._logger_levels.clear()
         for name, value in reversed(list(self._saved_env.items())):
             if value is None:
                 os.environ.pop(name, None)
@@ -255,12 +263,18 @@ class LocalStack:
             import_role_arn=roles["import"],
             dlq_url=dlq_url,
         )
-        self.workflow = self.config.workflow.model_copy(update={"poll_seconds": self.poll_seconds})
-        function_env = self.resources.to_env(ENV_PREFIX) | self.workflow.to_env(ENV_PREFIX) | POWERTOOLS_ENV
-        # Handlers run in this process: give it the union of the functions' environments.
-        self._set_env(
-            {k: v for k, v in function_env.items() if k not in POWERTOOLS_ENV or k not in os.environ}
+        # Poll faster, but keep the deployed stack's total polling budget (poll x attempts).
+        budget = self.config.workflow.poll_seconds * self.config.workflow.max_poll_attempts
+        attempts = min(
+            10_000, max(self.config.workflow.max_poll_attempts, math.ceil(budget / self.poll_seconds))
         )
+        self.workflow = self.config.workflow.model_copy(
+            update={"poll_seconds": self.poll_seconds, "max_poll_attempts": attempts}
+        )
+        function_env = self.resources.to_env(ENV_PREFIX) | self.workflow.to_env(ENV_PREFIX) | POWERTOOLS_ENV
+        # Handlers run in this process: give it the union of the functions' environments
+        # (the Powertools variables were set before the handlers were imported; a caller's own win).
+        self._set_env({k: v for k, v in function_env.items() if k not in POWERTOOLS_ENV})
 
         package = _placeholder_package()
         for spec in FUNCTIONS:

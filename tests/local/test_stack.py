@@ -56,7 +56,10 @@ def test_resources_follow_the_shared_contracts(stack):
         "Environment"
     ]["Variables"]
     assert variables["WORKFLOW_DATASTORE_ID"] == stack.outputs["datastoreId"]
-    assert variables["WORKFLOW_MAX_POLL_ATTEMPTS"] == "7" and variables["WORKFLOW_POLL_SECONDS"] == "1"
+    # polls every second locally but keeps the deployed polling budget: 30 s x 7 attempts
+    assert variables["WORKFLOW_POLL_SECONDS"] == "1" and variables["WORKFLOW_MAX_POLL_ATTEMPTS"] == str(
+        30 * 7
+    )
 
     described = stack.client("stepfunctions").describe_state_machine(
         stateMachineArn=stack.outputs["stateMachineArn"]
