@@ -345,11 +345,6 @@ def _run_threads(files, peer, associations, retries, backoff, record, stop) -> l
     for item in files:
         work.put(item)
     workers = [_Worker(peer, contexts, work, retries, backoff, record) for _ in range(associations)]
-    # The first association before fanning out: a wrong AE or a dead host is one clear error.
-    try:
-        workers[0].assoc = _associate(workers[0].ae, peer, contexts)
-    except AssociationFailed as exc:
-        return [exc]
     threads = [threading.Thread(target=w.run, args=(stop,), daemon=True) for w in workers]
     for thread in threads:
         thread.start()
