@@ -18,7 +18,7 @@ from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from scp.access import AccessPolicy
-from scp.fast_transport import accelerate
+from scp.fast_transport import SpoolingDIMSE, accelerate
 from scp.metrics import Metrics
 from scp.sessions import Sessions
 
@@ -73,8 +73,12 @@ class GatewayRequestHandler(RequestHandler):
 
 
 def _discard_partial_spool(assoc: Any) -> None:
-    """A C-STORE cut off mid-transfer leaves pynetdicom's spool file behind: remove it."""
-    message = getattr(getattr(assoc, "dimse", None), "message", None)
+    """A C-STORE cut off mid-transfer leaves its spool file behind: remove it."""
+    dimse = getattr(assoc, "dimse", None)
+    if isinstance(dimse, SpoolingDIMSE):
+        dimse.discard_partial_spool()
+        return
+    message = getattr(dimse, "message", None)  # pynetdicom's own spooling (stock receive path)
     spool = getattr(message, "_data_set_file", None)
     if spool is not None:
         try:

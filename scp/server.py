@@ -5,9 +5,10 @@
     scp.stop(drain_seconds=None) # stop accepting, drain, abort the rest, seal every batch
 
 The pynetdicom AE is configured from ScpSettings; handler dependencies are bound through
-``evt_handlers`` argument lists. pynetdicom's ``STORE_RECV_CHUNKED_DATASET`` is switched on for
-the process: every received dataset is spooled to a file (memory stays flat whatever the object
-size) and stored from there without decoding.
+``evt_handlers`` argument lists. Every received dataset is spooled to a file as it arrives (memory
+stays flat whatever the object size) and stored from there without decoding: by
+``scp/fast_transport.py`` (``scp/spool.py``), or by pynetdicom's ``STORE_RECV_CHUNKED_DATASET``
+on the stock receive path.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pynetdicom import AE, _config, evt
 from components.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
 from components.layout import BatchManifest
 from components.scp_settings import ScpSettings
+from scp import fast_transport
 from scp.access import AccessPolicy
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
 from scp.health import CachedCheck, HealthServer
@@ -85,7 +87,9 @@ class StoreScp:
             return self
         # Process-wide pynetdicom switches; restored by stop() for in-process users (tests, local stack).
         self._saved_config = (_config.STORE_RECV_CHUNKED_DATASET, _config.LOG_HANDLER_LEVEL)
-        _config.STORE_RECV_CHUNKED_DATASET = True
+        # Every received dataset goes to a spool file: memory stays flat whatever the object size.
+        # The event-driven receive path spools itself; pynetdicom's stock path does it when asked.
+        _config.STORE_RECV_CHUNKED_DATASET = not fast_transport.enabled()
         _config.LOG_HANDLER_LEVEL = "none"  # the per-PDU debug handlers cost time on every message
         self.storage.prepare()
         ae = self._make_ae()

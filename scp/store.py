@@ -9,8 +9,9 @@ Statuses sent (PS3.4 B.2.3 / PS3.7 C):
 - 0xC212 Cannot understand: Study/Series/SOP Instance UID missing or not a valid UID, so the
   instance has no place in the key layout.
 - 0xC211 (pynetdicom) unexpected error in this handler.
-The dataset is never decoded for storage: the spooled Part 10 file (pynetdicom's file meta +
-the bytes received) is what is stored; only the header up to Pixel Data is read for the UIDs.
+The dataset is never decoded for storage: the spooled Part 10 file (file meta + the bytes
+received) is what is stored, and its SHA-256 was computed while it was spooled; the Study/Series
+UIDs come from the header bytes kept while spooling (``scp/header.py``).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from pydicom import dcmread
 
 from components.layout import ManifestInstance
 from scp.batching import RetryPolicy
+from scp.header import study_and_series_uids
 from scp.metrics import Metrics
 from scp.sessions import Session, Sessions
+from scp.spool import Spooled, received_dataset
 from scp.storage import Storage, StorageError, with_retries
 
 log = logging.getLogger("scp.store")
@@ -62,19 +65,30 @@ class Identity:
     sop_instance_uid: str
 
 
-def read_identity(path: Path, request: Any) -> Identity:
-    """Study/Series UIDs from the header (stops before Pixel Data); SOP UIDs from the request."""
-    try:
-        dataset = dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        study, series = dataset.get("StudyInstanceUID"), dataset.get("SeriesInstanceUID")
-    except Exception as exc:  # pydicom raises many kinds (InvalidDicomError, zlib.error, ...)
-        raise HeaderError(HEADER_UNPARSEABLE, f"header cannot be parsed: {type(exc).__name__}") from exc
+def read_identity(spooled: Spooled, request: Any) -> Identity:
+    """Study/Series UIDs from the header bytes kept while spooling; SOP UIDs from the request.
+
+    pydicom reads the spooled file's header only when those bytes do not settle it (a header
+    longer than was kept, or anything malformed), so such datasets keep pydicom's verdict.
+    """
+    uids = study_and_series_uids(
+        spooled.header, spooled.transfer_syntax, whole_dataset=spooled.whole_dataset_in_header
+    )
+    study, series = uids if uids is not None else _read_with_pydicom(spooled.path)
     return Identity(
         study_uid=_uid(study, "StudyInstanceUID"),
         series_uid=_uid(series, "SeriesInstanceUID"),
         sop_class_uid=_uid(request.AffectedSOPClassUID, "AffectedSOPClassUID"),
         sop_instance_uid=_uid(request.AffectedSOPInstanceUID, "AffectedSOPInstanceUID"),
     )
+
+
+def _read_with_pydicom(path: Path) -> tuple[Any, Any]:
+    try:
+        dataset = dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+        return dataset.get("StudyInstanceUID"), dataset.get("SeriesInstanceUID")
+    except Exception as exc:  # pydicom raises many kinds (InvalidDicomError, zlib.error, ...)
+        raise HeaderError(HEADER_UNPARSEABLE, f"header cannot be parsed: {type(exc).__name__}") from exc
 
 
 @dataclass(frozen=True)
@@ -89,16 +103,18 @@ def handle_store(event: Any, service: StoreService) -> int:
     """EVT_C_STORE handler (bound with ``[service]``); runs in the association's thread."""
     started = time.perf_counter()
     session = service.sessions.get(event.assoc)
+    spooled = received_dataset(event)
     try:
-        return _store(event, service, session, started)
+        return _store(event, spooled, service, session, started)
     finally:
+        spooled.discard()  # unless storage moved it into place
         session.touch()
 
 
-def _store(event: Any, service: StoreService, session: Session, started: float) -> int:
+def _store(event: Any, spooled: Spooled, service: StoreService, session: Session, started: float) -> int:
     request = event.request
     try:
-        identity = read_identity(event.dataset_path, request)
+        identity = read_identity(spooled, request)
     except HeaderError as exc:
         session.failures += 1
         service.metrics.store_failed("header")
@@ -115,7 +131,7 @@ def _store(event: Any, service: StoreService, session: Session, started: float) 
     key = batch.instance_key(identity.study_uid, identity.series_uid, identity.sop_instance_uid)
     try:
         stored = with_retries(
-            lambda: service.storage.put_file(key, event.dataset_path),
+            lambda: service.storage.put_file(key, spooled),
             retries=service.retry.retries,
             first_delay=service.retry.first_delay,
             what=key,

@@ -8,17 +8,17 @@ cannot (missing bucket, access denied): the caller then stops retrying early.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from scp.spool import Spooled
 
 log = logging.getLogger("scp.storage")
 
-READ_CHUNK = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -44,22 +44,17 @@ class Storage(Protocol):
     def prepare(self) -> None:
         """Create what the backend needs before the first write (e.g. the directory)."""
 
-    def put_file(self, key: str, path: Path) -> StoredObject:
-        """Store the file at ``path`` under ``full_key(key)``; durable when this returns."""
+    def put_file(self, key: str, spooled: Spooled) -> StoredObject:
+        """Store a spooled dataset's file under ``full_key(key)``; durable when this returns.
+
+        The backend may take the file (move it into place); the caller discards it afterwards.
+        """
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
         """Store a small object (a manifest); durable when this returns."""
 
     def check(self) -> None:
         """Cheap reachability check for /readyz; raises StorageError when unusable."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def with_retries(

@@ -1,4 +1,9 @@
-"""``file:///path`` backend: a directory tree with the layout's keys, fsynced before success."""
+"""``file:///path`` backend: a directory tree with the layout's keys, fsynced before success.
+
+Received objects are moved in from the spool directory by rename (one write of the data, no
+copy); manifests are written to a temporary name, fsynced and renamed. Either way the data and
+the directory entry are fsynced before ``put_*`` returns.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ import os
 import secrets
 from pathlib import Path
 
-from scp.storage.base import READ_CHUNK, StorageError, StoredObject
+from scp.spool import Spooled
+from scp.storage.base import StorageError, StoredObject
 
 # Errors that retrying cannot fix; anything else (EIO, ENOSPC freed later, ...) is retried.
 _PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR}
+
+
+COPY_CHUNK = 1024 * 1024
 
 
 def _fsync_dir(path: Path) -> None:
@@ -22,10 +31,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _chmod_and_fsync(path: Path, mode: int) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _is_file(path: Path, inode: tuple[int, int]) -> bool:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return False
+    return (stat.st_dev, stat.st_ino) == inode
+
+
+def _storage_error(key: str, exc: OSError) -> StorageError:
+    return StorageError(
+        f"writing {key} failed: {exc.strerror or exc}", transient=exc.errno not in _PERMANENT_ERRNOS
+    )
+
+
 class FileStorage:
     def __init__(self, root: Path):
         self.root = root
         self.description = f"file://{root}"
+        # Spool files are private (0600); stored objects get the mode a new file gets here.
+        self.file_mode = 0o666 & ~_umask()
 
     def full_key(self, key: str) -> str:
         return key
@@ -33,12 +78,38 @@ class FileStorage:
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def put_file(self, key: str, path: Path) -> StoredObject:
+    def put_file(self, key: str, spooled: Spooled) -> StoredObject:
+        """Move the spool file into place: chmod and fsync it, rename it, fsync the directory.
+
+        Only a spool directory on another filesystem costs a copy (fsynced the same way).
+        A retry after a failed directory fsync finds the file already moved and fsyncs again.
+        """
+        dest = self.root / key
         try:
-            with path.open("rb") as source:
-                return self._write(key, iter(lambda: source.read(READ_CHUNK), b""))
+            self._make_parents(dest.parent)
+            if not _is_file(dest, spooled.inode):
+                try:
+                    _chmod_and_fsync(spooled.path, self.file_mode)
+                except FileNotFoundError as exc:
+                    raise StorageError(f"the spooled object is gone: {exc}", transient=False) from exc
+                try:
+                    os.replace(spooled.path, dest)
+                except OSError as exc:
+                    if exc.errno != errno.EXDEV:
+                        raise
+                    return self._copy(key, spooled)
+            _fsync_dir(dest.parent)
+        except OSError as exc:
+            raise _storage_error(key, exc) from exc
+        return StoredObject(key=key, size=spooled.size, sha256=spooled.sha256)
+
+    def _copy(self, key: str, spooled: Spooled) -> StoredObject:
+        try:
+            source = spooled.path.open("rb")
         except OSError as exc:
             raise StorageError(f"reading the spooled object failed: {exc}", transient=False) from exc
+        with source:
+            return self._write(key, iter(lambda: source.read(COPY_CHUNK), b""))
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
         return self._write(key, iter([data]))
@@ -65,9 +136,7 @@ class FileStorage:
             _fsync_dir(dest.parent)
         except OSError as exc:
             partial.unlink(missing_ok=True)
-            raise StorageError(
-                f"writing {key} failed: {exc.strerror or exc}", transient=exc.errno not in _PERMANENT_ERRNOS
-            ) from exc
+            raise _storage_error(key, exc) from exc
         return StoredObject(key=key, size=size, sha256=digest.hexdigest())
 
     def _make_parents(self, directory: Path) -> None:

@@ -13,7 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from scp.storage.base import StorageError, StoredObject, file_sha256
+from scp.spool import Spooled
+from scp.storage.base import StorageError, StoredObject
 
 DICOM_CONTENT_TYPE = "application/dicom"
 MAX_PARTS = 10_000
@@ -78,23 +79,23 @@ class S3Storage:
             raise _storage_error(exc, f"bucket {self.bucket}") from exc
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        digest = hashlib.sha256(data)
-        self._put_object(key, data, digest, content_type)
-        return StoredObject(key=key, size=len(data), sha256=digest.hexdigest())
+        sha256 = hashlib.sha256(data).hexdigest()
+        self._put_object(key, data, sha256, content_type)
+        return StoredObject(key=key, size=len(data), sha256=sha256)
 
-    def put_file(self, key: str, path: Path) -> StoredObject:
-        try:
-            size = path.stat().st_size
-            if size < self.part_size:
-                data = path.read_bytes()
-                return self.put_bytes(key, data, DICOM_CONTENT_TYPE)
-            sha256 = file_sha256(path)
-        except OSError as exc:
-            raise StorageError(f"reading the spooled object failed: {exc}", transient=False) from exc
-        self._put_multipart(key, path, size, sha256)
-        return StoredObject(key=key, size=size, sha256=sha256)
+    def put_file(self, key: str, spooled: Spooled) -> StoredObject:
+        """The SHA-256 computed while spooling is the checksum S3 verifies: no second pass to hash."""
+        if spooled.size >= self.part_size:
+            self._put_multipart(key, spooled.path, spooled.size, spooled.sha256)
+        else:
+            try:
+                data = spooled.path.read_bytes()
+            except OSError as exc:
+                raise StorageError(f"reading the spooled object failed: {exc}", transient=False) from exc
+            self._put_object(key, data, spooled.sha256, DICOM_CONTENT_TYPE)
+        return StoredObject(key=key, size=spooled.size, sha256=spooled.sha256)
 
-    def _put_object(self, key: str, data: bytes, digest: Any, content_type: str) -> None:
+    def _put_object(self, key: str, data: bytes, sha256: str, content_type: str) -> None:
         try:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -102,8 +103,8 @@ class S3Storage:
                 Body=data,
                 ContentType=content_type,
                 ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"),
-                Metadata={"sha256": digest.hexdigest()},
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode("ascii"),
+                Metadata={"sha256": sha256},
             )
         except Exception as exc:
             raise _storage_error(exc, f"PUT {key}") from exc

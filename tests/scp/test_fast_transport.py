@@ -24,7 +24,7 @@ from components.scp_settings import ScpSettings
 from scp.fast_transport import (
     STOCK_ENV,
     BulkReadSocket,
-    DirectResponseDIMSE,
+    SpoolingDIMSE,
     EventDrivenAssociation,
     EventDrivenDUL,
     store_response_command,
@@ -62,7 +62,7 @@ def test_accepted_associations_run_the_event_driven_path(tmp_path):
         assert isinstance(session.assoc, EventDrivenAssociation)
         assert isinstance(session.assoc.dul, EventDrivenDUL)
         assert isinstance(session.assoc.dul.socket, BulkReadSocket)
-        assert isinstance(session.assoc.dimse, DirectResponseDIMSE)
+        assert isinstance(session.assoc.dimse, SpoolingDIMSE)
         with raw_sending():
             assert assoc.send_c_store(path).Status == 0
         assoc.release()
