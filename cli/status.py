@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Group
 from rich.live import Live
 from rich.table import Table
@@ -92,22 +93,20 @@ def fetch_job(ddb: Any, table: str, job_id: str) -> dict[str, Any]:
 
 
 def jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"Jobs ({len(jobs)})", show_header=True)
+    """Ids are never wrapped (operators copy them); times are in ``status JOB_ID`` and ``--json``."""
+    table = Table(title=f"Jobs ({len(jobs)})", box=box.SIMPLE_HEAD, pad_edge=False, show_header=True)
     table.add_column("Job (batch id)", no_wrap=True, min_width=33)
     table.add_column("Status", no_wrap=True)
-    table.add_column("Calling AE", overflow="fold")
-    table.add_column("Instances\n(ok/failed)", justify="right")
+    table.add_column("Imported", no_wrap=True, justify="right")
+    table.add_column("Calling AE", overflow="fold", max_width=16)
     table.add_column("Image sets", no_wrap=True, min_width=32)
-    table.add_column("Updated", overflow="fold")
     for job in jobs:
-        failed = job.get("failedCount", job.get("quarantinedCount", 0))
         table.add_row(
             job.get("jobId", ""),
             styled(job.get("currentStatus", "?")),
+            f"{job.get('importedCount', '-')}/{job.get('instanceCount', '?')}",
             job.get("callingAeTitle", ""),
-            f"{job.get('instanceCount', '?')} ({job.get('importedCount', '-')}/{failed})",
             "\n".join(job.get("imageSetIds", []) or []) or "-",
-            job.get("updatedAt", ""),
         )
     return table
 
