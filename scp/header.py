@@ -99,9 +99,10 @@ class _Walker:
                     self.skip(length)
 
 
-def _text(value: bytes) -> str:
+def _uid_text(value: bytes) -> str:
+    """A UI value without its padding, as pydicom returns it."""
     try:
-        return value.decode("ascii")
+        return value.decode("ascii").rstrip("\0 ")
     except UnicodeDecodeError:
         raise _Unsure("a UID that is not ASCII") from None
 
@@ -141,7 +142,7 @@ def study_and_series_uids(
             if tag in (STUDY_INSTANCE_UID, SERIES_INSTANCE_UID):
                 if vr not in (None, b"UI"):
                     raise _Unsure("a UID element that is not UI")
-                found[tag] = _text(data[offset : offset + length])
+                found[tag] = _uid_text(data[offset : offset + length])
         else:
             if not whole_dataset:
                 raise _Unsure("the bytes end before the Series Instance UID")

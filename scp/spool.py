@@ -109,9 +109,12 @@ def dataset_offset(part10: bytes) -> int:
 class SpoolWriter:
     """One dataset being received: written, hashed and its header kept as the fragments arrive."""
 
-    def __init__(self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str):
+    def __init__(
+        self, sop_class_uid: str, sop_instance_uid: str, transfer_syntax: str, directory: Path | None = None
+    ):
+        """``directory``: where to spool; the process's temporary directory by default."""
         self.transfer_syntax = transfer_syntax
-        fd, name = tempfile.mkstemp(suffix=".dcm")
+        fd, name = tempfile.mkstemp(suffix=".dcm", dir=directory)
         self.path = Path(name)
         self._fd: int | None = fd
         self._digest = hashlib.sha256()

@@ -214,6 +214,7 @@ def associate(
     called_ae: str = "AHI-GATEWAY",
     calling_ae: str = "TESTSCU",
     tls_args: Any = None,
+    evt_handlers: list | None = None,
 ):
     """An association from pynetdicom proposing one presentation context per (SOP class, TS)."""
     from pynetdicom import AE
@@ -222,7 +223,7 @@ def associate(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
     for sop_class, transfer_syntax in dict.fromkeys(contexts):
         ae.add_requested_context(sop_class, transfer_syntax)
-    return ae.associate("127.0.0.1", port, ae_title=called_ae, tls_args=tls_args)
+    return ae.associate("127.0.0.1", port, ae_title=called_ae, tls_args=tls_args, evt_handlers=evt_handlers)
 
 
 def send_files(port: int, files: list[Path], *, release: bool = True, **kwargs: Any) -> list[int]:

@@ -24,9 +24,9 @@ from components.scp_settings import ScpSettings
 from scp.fast_transport import (
     STOCK_ENV,
     BulkReadSocket,
-    SpoolingDIMSE,
     EventDrivenAssociation,
     EventDrivenDUL,
+    SpoolingDIMSE,
     store_response_command,
 )
 from scp.server import StoreScp

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import threading
 
 import pytest
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pynetdicom import evt
 
 from components.dicom_support import TRANSFER_SYNTAXES
+from scp.spool import HEADER_BYTES
 from tests.scp.dicom_factory import _dataset_offset, dataset_bytes, write_instance
-from tests.scp.harness import ScpProcess, associate, http_get, send_files
+from tests.scp.harness import (
+    ScpProcess,
+    associate,
+    file_contexts,
+    http_get,
+    raw_sending,
+    send_files,
+    wait_for,
+)
 from tests.scp.manifests import sha256_hex, wait_file_manifests
 
 CALLING_AES = "CT1,TESTSCU,ECHOSCU,STORESCU"
@@ -27,6 +42,7 @@ def scp(tmp_path_factory):
         work,
     )
     process.store = work / "store"
+    process.spool = work / "spool" / "worker-0"
     yield process
     assert process.stop() == 0
 
@@ -159,3 +175,67 @@ def test_lossless_compressed_is_chosen_when_a_context_offers_several(scp):
     [context] = assoc.accepted_contexts
     assoc.release()
     assert context.transfer_syntax[0] == "1.2.840.10008.1.2.4.90"
+
+
+def test_long_headers_and_nested_sequences_are_placed_by_their_uids(scp, tmp_path):
+    """UIDs after a header longer than what is kept while spooling (pydicom reads those), and
+    after nested sequences of undefined length (read from the kept bytes): right keys, same bytes."""
+    study = generate_uid()
+    long_header = write_instance(tmp_path / "long.dcm", study_uid=study)
+    ds = dcmread(long_header)
+    ds.private_block(0x0009, "SYNTHETIC TEST", create=True).add_new(
+        0x10, "OB", os.urandom(HEADER_BYTES + 4096)
+    )
+    ds.save_as(long_header, enforce_file_format=True)
+    nested = write_instance(tmp_path / "nested.dcm", study_uid=study)
+    ds = dcmread(nested)
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "113691", "DCM", "IEC Body Dosimetry"
+    ds.CTDIPhantomTypeCodeSequence = Sequence([code])
+    ds["CTDIPhantomTypeCodeSequence"].is_undefined_length = True
+    code.is_undefined_length_sequence_item = True
+    ds.save_as(nested, enforce_file_format=True)
+    files = [long_header, nested]
+
+    assert send_files(scp.port, files) == [0, 0]  # as encoded here (dcmtk would re-encode sequences)
+    sources = {str(dcmread(f).SOPInstanceUID): dcmread(f, stop_before_pixels=True) for f in files}
+    [manifest] = wait_file_manifests(scp.store, set(sources))
+    by_uid = {i.sop_instance_uid: i for i in manifest.instances}
+    for path in files:
+        source = sources[str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)]
+        item = by_uid[source.SOPInstanceUID]
+        assert item.key == f"{manifest.prefix}{study}/{source.SeriesInstanceUID}/{source.SOPInstanceUID}.dcm"
+        assert dataset_bytes(scp.store / item.key) == dataset_bytes(path)
+    assert list(scp.spool.iterdir()) == []  # moved into the store, nothing left behind
+
+
+def test_a_transfer_cut_off_mid_dataset_leaves_no_spool_file_and_stores_nothing(scp, tmp_path):
+    big = write_instance(tmp_path / "big.dcm", rows=1024, cols=2048)  # 4 MB: several 1 MiB PDUs
+    uid = str(dcmread(big, stop_before_pixels=True).SOPInstanceUID)
+    gate, data_pdus = threading.Event(), []
+
+    def hold_after_some_data(event):
+        """Runs in the sender's DUL thread: stall the transfer once part of the dataset is out."""
+        if type(event.pdu).__name__ == "P_DATA_TF":
+            data_pdus.append(1)
+            if len(data_pdus) == 3:
+                gate.wait(30)
+
+    assoc = associate(scp.port, file_contexts([big]), evt_handlers=[(evt.EVT_PDU_SENT, hold_after_some_data)])
+    assert assoc.is_established
+    sender = threading.Thread(target=lambda: _send_ignoring_failure(assoc, big))
+    with raw_sending():
+        sender.start()
+        wait_for(lambda: list(scp.spool.iterdir()), what="the partial dataset in the spool directory")
+        assoc.dul.socket.socket.shutdown(socket.SHUT_RDWR)  # the sender vanishes mid-transfer
+        gate.set()
+        sender.join(30)
+    wait_for(lambda: not list(scp.spool.iterdir()), what="the partial spool file to be removed")
+    assert not list(scp.store.rglob(f"{uid}.dcm"))
+
+
+def _send_ignoring_failure(assoc, path) -> None:
+    try:
+        assoc.send_c_store(path)
+    except Exception:  # the connection is gone mid-transfer: that is the point
+        pass
