@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from components.layout import (
@@ -38,6 +38,7 @@ STATUS_RANK = "statusRank"  # summary attribute: index of currentStatus in JOB_S
 MAX_LISTED_FAILURES = 100  # per-instance failures kept on the summary (the item limit is 400 KB)
 
 _serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
 
 
 def now_iso(now: datetime | None = None) -> str:
@@ -152,6 +153,16 @@ class JobTable:
                 return False
             raise classify(exc) from exc
         return True
+
+    def summary(self, job_id: str) -> dict[str, Any] | None:
+        """The job's ``~summary`` item as plain values (None before the first transition)."""
+        try:
+            item = self.dynamodb.get_item(
+                TableName=self.table, Key=self._key(job_id, SUMMARY_SORT_KEY), ConsistentRead=True
+            ).get("Item")
+        except ClientError as exc:
+            raise classify(exc) from exc
+        return None if item is None else {k: _deserializer.deserialize(v) for k, v in item.items()}
 
     def record_studies(self, job_id: str, studies: Mapping[str, int]) -> None:
         """One ``~study#<uid>`` item per study (instance count), for the by-study index. Idempotent."""

@@ -1,5 +1,6 @@
 """Start Import (state ``StartImport``): validate a sealed batch, quarantine what HealthImaging
 would reject, and start exactly one import job for the rest (clientToken = batch id).
+A retry (throttling, a transient error) does not validate again once VALIDATED is recorded.
 
 Input: ``{"batchId", "bucket", "manifestKey"}``. Output: ``{"importJobId", "datastoreId",
 "outputS3Uri", "validCount", "quarantinedCount"}``. Raises ``NoValidInstances`` when nothing is
@@ -15,6 +16,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
+from components.layout import JOB_STATES
 from handlers import aws, objects
 from handlers.errors import NoValidInstances, classify
 from handlers.jobs import JobTable, failures_for_summary
@@ -30,18 +32,11 @@ def output_s3_uri(results_bucket: str, batch_id: str) -> str:
     return f"s3://{results_bucket}/{batch_id}/"
 
 
-@tracer.capture_method
-def start_import(
-    event: dict[str, Any],
-    *,
-    s3: Any,
-    ahi: Any,
-    jobs: JobTable,
-    datastore_id: str,
-    import_role_arn: str,
-    results_bucket: str,
-) -> dict[str, Any]:
-    batch_id, bucket = event["batchId"], event["bucket"]
+def validate_and_quarantine(
+    s3: Any, bucket: str, event: dict[str, Any], jobs: JobTable
+) -> tuple[str, int, int]:
+    """Validate the batch, quarantine what fails, record VALIDATED; returns (prefix, valid, quarantined)."""
+    batch_id = event["batchId"]
     manifest = load_manifest(s3, bucket, event["manifestKey"])
     verdicts = validate_batch(s3, bucket, manifest)
     invalid = [v for v in verdicts if v.reason is not None]
@@ -61,13 +56,13 @@ def start_import(
         {"sopInstanceUid": v.instance.sop_instance_uid, "stage": "validation", "reason": v.reason}
         for v in invalid
     ]
-    valid = [v.instance for v in verdicts if v.reason is None]
+    valid = len(verdicts) - len(invalid)
     studies = Counter(i.study_instance_uid for i in manifest.instances)
     jobs.record_studies(batch_id, studies)
     jobs.record(
         batch_id,
         "VALIDATED",
-        details={"valid": len(valid), "quarantined": len(invalid)},
+        details={"valid": valid, "quarantined": len(invalid)},
         summary={
             "callingAeTitle": manifest.calling_ae_title or None,
             "calledAeTitle": manifest.called_ae_title or None,
@@ -75,7 +70,7 @@ def start_import(
             "prefix": manifest.prefix,
             "instanceCount": len(manifest.instances),
             "totalBytes": manifest.total_bytes,
-            "validCount": len(valid),
+            "validCount": valid,
             "quarantinedCount": len(invalid),
             "studyInstanceUids": sorted(studies),
             "failures": failures_for_summary(failures),
@@ -83,8 +78,35 @@ def start_import(
     )
     metrics.add_metric(name="InstancesValidated", unit=MetricUnit.Count, value=len(verdicts))
     metrics.add_metric(name="InstancesQuarantined", unit=MetricUnit.Count, value=len(invalid))
+    return manifest.prefix, valid, len(invalid)
+
+
+def _validated_earlier(summary: dict[str, Any] | None) -> tuple[str, int, int] | None:
+    """A retried invocation (e.g. after throttling) reuses the recorded validation: quarantining
+    happens before VALIDATED is recorded, so what is left under the prefix is the valid part."""
+    if not summary or "validCount" not in summary:
+        return None
+    if JOB_STATES.index(summary["currentStatus"]) < JOB_STATES.index("VALIDATED"):
+        return None
+    return summary["prefix"], int(summary["validCount"]), int(summary["quarantinedCount"])
+
+
+@tracer.capture_method
+def start_import(
+    event: dict[str, Any],
+    *,
+    s3: Any,
+    ahi: Any,
+    jobs: JobTable,
+    datastore_id: str,
+    import_role_arn: str,
+    results_bucket: str,
+) -> dict[str, Any]:
+    batch_id, bucket = event["batchId"], event["bucket"]
+    validated = _validated_earlier(jobs.summary(batch_id)) or validate_and_quarantine(s3, bucket, event, jobs)
+    prefix, valid, quarantined = validated
     if not valid:
-        raise NoValidInstances(f"batch {batch_id}: all {len(invalid)} instances failed validation")
+        raise NoValidInstances(f"batch {batch_id}: all {quarantined} instances failed validation")
 
     output_uri = output_s3_uri(results_bucket, batch_id)
     try:
@@ -93,7 +115,7 @@ def start_import(
             clientToken=batch_id,
             datastoreId=datastore_id,
             dataAccessRoleArn=import_role_arn,
-            inputS3Uri=f"s3://{bucket}/{manifest.prefix}",
+            inputS3Uri=f"s3://{bucket}/{prefix}",
             outputS3Uri=output_uri,
         )
     except ClientError as exc:
@@ -108,14 +130,14 @@ def start_import(
     metrics.add_metric(name="ImportJobsStarted", unit=MetricUnit.Count, value=1)
     logger.info(
         "import job started",
-        extra={"batchId": batch_id, "importJobId": job_id, "valid": len(valid), "quarantined": len(invalid)},
+        extra={"batchId": batch_id, "importJobId": job_id, "valid": valid, "quarantined": quarantined},
     )
     return {
         "importJobId": job_id,
         "datastoreId": datastore_id,
         "outputS3Uri": output_uri,
-        "validCount": len(valid),
-        "quarantinedCount": len(invalid),
+        "validCount": valid,
+        "quarantinedCount": quarantined,
     }
 
 

@@ -142,16 +142,21 @@ def test_partial_import_keeps_failed_instances_and_records_their_uids(aws, study
     assert [f["sopInstanceUid"] for f in summary["failures"]] == [failing.sop_instance_uid]
 
 
-def test_throttled_start_raises_the_retryable_error(aws, study):
-    manifest = upload_batch(aws.client("s3"), aws.bucket, study)
+def test_throttled_start_raises_the_retryable_error_and_the_retry_does_not_validate_again(aws, study):
+    s3 = aws.client("s3")
+    manifest = upload_batch(s3, aws.bucket, study)
     aws.ahi.inject(throttle_next_starts=1)
     try:
         with pytest.raises(Throttled):
             start_import.handler(_event(aws, manifest), _context("start_import"))
-        started = start_import.handler(_event(aws, manifest), _context("start_import"))  # the retry
+        # the retry works from the recorded validation: it no longer needs the manifest
+        s3.delete_object(Bucket=aws.bucket, Key=f"batches/{manifest.batch_id}.json")
+        started = start_import.handler(_event(aws, manifest), _context("start_import"))
     finally:
         aws.ahi.reset_faults()
-    assert started["importJobId"]
+    assert started["importJobId"] and started["validCount"] == 3
+    job = next(j for j in aws.ahi.jobs if j["jobId"] == started["importJobId"])
+    assert job["inputS3Uri"] == f"s3://{aws.bucket}/{manifest.prefix}"
 
 
 def test_cleanup_mode_tag_marks_imported_objects(aws, study, monkeypatch):
