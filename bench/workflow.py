@@ -1,0 +1,175 @@
+"""Import workflow benchmark (``python -m bench.workflow``; part of ``make bench``).
+
+10 synthetic studies x 300 instances, each sent over its own association (10 dcmtk storescu
+processes in parallel) to the SCP of the local stack. Measures:
+- StartDICOMImportJob calls (target 10: one per batch; a one-job-per-file design makes 3,000);
+- seconds from the last C-STORE response to every import job COMPLETED in the job table
+  (target < 10 s), with the local stack's shortened waits (1 s poll, 0.5 s emulated job).
+Run twice: without throttling, and with the emulator enforcing the real StartDICOMImportJob
+quota (1 request/s, burst 2) so the state machine's backoff is part of the figure.
+Prints a Markdown table and writes it to docs/benchmarks/workflow.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cli.local.stack import LocalStack
+from cli.synthetic import write_study
+from components.config import from_flat
+from components.layout import TERMINAL_STATES
+from handlers.jobs_query import get_job, list_jobs_by_calling_ae
+
+STUDIES = 10
+INSTANCES = 300
+ROWS = COLS = 32  # small pixel data: this measures the workflow, not the network
+TIMEOUT_SECONDS = 900
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = ROOT / "docs" / "benchmarks" / "workflow.md"
+
+
+@dataclass
+class Row:
+    scenario: str
+    instances_sent: int
+    instances_acknowledged: int
+    batches: int
+    start_import_calls: int
+    completed: int
+    seconds_to_submitted: float
+    seconds_to_completed: float
+    send_seconds: float
+    other: dict[str, int]
+
+
+def _send_all(stack: LocalStack, studies: list[Path], calling_ae: str) -> float:
+    """One dcmtk storescu association per study, all in parallel (separate processes, so the
+    sender does not compete with the stack for this process's GIL).
+
+    Returns the sending seconds. The end of the last association is just after its last C-STORE
+    response (plus the release), which is where the measurement starts.
+    """
+    command = [
+        "storescu",
+        "-aet",
+        calling_ae,
+        "-aec",
+        stack.outputs["aeTitle"],
+        "127.0.0.1",
+        str(stack.outputs["dicomPort"]),
+        "--scan-directories",
+        "--recurse",
+    ]
+    started = time.monotonic()
+    processes = [subprocess.Popen([*command, str(s)], stderr=subprocess.PIPE, text=True) for s in studies]
+    failed = [p.communicate()[1] for p in processes if p.wait() != 0]
+    ended = time.monotonic()
+    if failed:
+        raise RuntimeError(f"storescu failed: {failed[0][-500:]}")
+    return ended - started
+
+
+def _at(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _phase_ends(ddb, table: str, jobs: list[dict]) -> tuple[float, float]:
+    """Wall-clock times the last job was SUBMITTED and the last job ended (from the audit items)."""
+    submitted, ended = 0.0, 0.0
+    for summary in jobs:
+        for item in get_job(ddb, table, summary["jobId"])["timeline"]:
+            if item["status"] == "SUBMITTED":
+                submitted = max(submitted, _at(item["at"]))
+            if item["status"] in TERMINAL_STATES:
+                ended = max(ended, _at(item["at"]))
+    return submitted, ended
+
+
+def run(scenario: str, studies: list[Path], start_rate_limit: float | None) -> Row:
+    config = from_flat({}, stack="bench")
+    with LocalStack(
+        config, scp_port=0, poll_seconds=1, ahi_job_seconds=0.5, ahi_start_rate_limit=start_rate_limit
+    ) as stack:
+        calling_ae = "BENCH-SCU"
+        send_seconds = _send_all(stack, studies, calling_ae)
+        last_response = time.time()
+        ddb, table = stack.client("dynamodb"), stack.outputs["jobTable"]
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        jobs: list[dict] = []
+        while time.monotonic() < deadline:
+            jobs = list_jobs_by_calling_ae(ddb, table, calling_ae, limit=1000)
+            if len(jobs) >= STUDIES and all(j["currentStatus"] in TERMINAL_STATES for j in jobs):
+                break
+            time.sleep(0.2)  # polling interval of the measurement
+        submitted, ended = _phase_ends(ddb, table, jobs)
+        return Row(
+            scenario=scenario,
+            instances_sent=STUDIES * INSTANCES,
+            instances_acknowledged=sum(j.get("instanceCount", 0) for j in jobs),  # in sealed manifests
+            batches=len(jobs),
+            start_import_calls=stack.ahi.start_import_calls,
+            completed=sum(j["currentStatus"] == "COMPLETED" for j in jobs),
+            other=dict(
+                Counter(
+                    f"{j['currentStatus']} {j.get('error', '')}".strip()
+                    for j in jobs
+                    if j["currentStatus"] != "COMPLETED"
+                )
+            ),
+            seconds_to_submitted=submitted - last_response,
+            seconds_to_completed=ended - last_response,
+            send_seconds=send_seconds,
+        )
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "## Import workflow",
+        "",
+        f"{STUDIES} studies x {INSTANCES} instances ({ROWS}x{COLS} CT), one dcmtk storescu association "
+        "per study, 10 in parallel, through the local stack (moto + in-process handlers + HealthImaging "
+        "emulator; 1 s poll, 0.5 s emulated import job). Targets: 10 StartDICOMImportJob calls, < 10 s "
+        "from the last C-STORE response to every job COMPLETED.",
+        "",
+        "| scenario | sent | acknowledged | batches | StartDICOMImportJob calls | jobs COMPLETED "
+        "| last association ended -> all SUBMITTED (s) | -> all jobs ended (s) | sending (s) "
+        "| other outcomes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.scenario} | {r.instances_sent} | {r.instances_acknowledged} | {r.batches} "
+            f"| {r.start_import_calls} | {r.completed} | {r.seconds_to_submitted:.1f} "
+            f"| {r.seconds_to_completed:.1f} "
+            f"| {r.send_seconds:.1f} | {', '.join(f'{k}: {v}' for k, v in r.other.items()) or '-'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-workflow-") as tmp:
+        studies = []
+        for index in range(STUDIES):
+            directory = Path(tmp) / f"study{index}"
+            write_study(directory, "CT", instances=INSTANCES, rows=ROWS, cols=COLS, study_index=index + 1)
+            studies.append(directory)
+        rows = [
+            run("no throttling", studies, None),
+            run("StartDICOMImportJob quota 1/s (burst 2)", studies, 1.0),
+        ]
+    text = table(rows)
+    print(text)
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(text)
+    ok = all(r.start_import_calls == STUDIES and r.completed == STUDIES for r in rows)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
