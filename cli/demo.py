@@ -18,7 +18,7 @@ import typer
 from cli.context import AppContext, JsonOption
 from cli.dev import local_stack
 from cli.errors import OperationFailed
-from cli.executions import _history, plain_event
+from cli.executions import history, plain_event
 from cli.sender import Peer, scan, send_files
 from cli.status import jobs_table
 from cli.synthetic import write_study
@@ -45,7 +45,7 @@ def follow(app: AppContext, stack: Any, study_uid: str, timeout: float, quiet: b
         for job in jobs:
             arn = machine.replace(":stateMachine:", ":execution:", 1) + ":" + job["jobId"]
             try:
-                events = _history(sfn, arn)
+                events = history(sfn, arn)
             except sfn.exceptions.ExecutionDoesNotExist:
                 continue
             if not quiet:

@@ -35,16 +35,28 @@ def local_stack(app: AppContext, scp_port: int, publish: bool) -> Iterator[Any]:
             f"a local stack is already running (pid {app.local_state['pid']}, state in {path})",
             fix="use it, or stop it with Ctrl-C in its terminal",
         )
-    with LocalStack(app.config, scp_port=scp_port, poll_seconds=1.0, ahi_job_seconds=0.5) as stack:
+    stack = LocalStack(app.config, scp_port=scp_port, poll_seconds=1.0, ahi_job_seconds=0.5)
+    try:
+        stack.start()
+    except OSError as exc:  # the DICOM port is taken (another dev, a PACS, an earlier run)
+        stack.stop()
+        raise UsageProblem(
+            f"cannot start the local stack on DICOM port {scp_port}: {exc.strerror or exc}",
+            fix="pick another port with --port (0 = any free port), or stop what uses it",
+        ) from None
+    except BaseException:
+        stack.stop()
+        raise
+    try:
         if publish:
             path.parent.mkdir(parents=True, exist_ok=True)
             document = {"pid": os.getpid(), "outputs": stack.outputs, "environment": stack.environment}
             path.write_text(json.dumps(document, indent=2))
-        try:
-            yield stack
-        finally:
-            if publish:
-                path.unlink(missing_ok=True)
+        yield stack
+    finally:
+        if publish:
+            path.unlink(missing_ok=True)
+        stack.stop()
 
 
 def describe(app: AppContext, stack: Any) -> None:

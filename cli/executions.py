@@ -64,14 +64,14 @@ def plain_event(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _history(sfn: Any, arn: str) -> list[dict[str, Any]]:
+def history(sfn: Any, arn: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn):
         events.extend(page.get("events", []))
     return events
 
 
-def _describe(sfn: Any, arn: str) -> dict[str, Any]:
+def describe(sfn: Any, arn: str) -> dict[str, Any]:
     try:
         return sfn.describe_execution(executionArn=arn)
     except sfn.exceptions.ExecutionDoesNotExist:
@@ -144,8 +144,8 @@ def show(
     app_ctx: AppContext = ctx.obj
     sfn = app_ctx.client("stepfunctions")
     arn = execution_arn(app_ctx, execution)
-    described = _describe(sfn, arn)
-    events = _history(sfn, arn)
+    described = describe(sfn, arn)
+    events = history(sfn, arn)
     if app_ctx.wants_json(json_output):
         app_ctx.print_json(
             {
@@ -179,7 +179,7 @@ def tail(
     app_ctx: AppContext = ctx.obj
     sfn = app_ctx.client("stepfunctions")
     arn = execution_arn(app_ctx, execution)
-    described = _describe(sfn, arn)
+    described = describe(sfn, arn)
     as_json = app_ctx.wants_json(json_output)
     seen = 0
 
@@ -194,14 +194,14 @@ def tail(
                     f"{row['id']:>4} {row['timestamp']}  [{style}]{row['type']}[/]  {row['detail']}"
                 )
 
-    events = _history(sfn, arn)
+    events = history(sfn, arn)
     emit(events[-lines:])
     seen = len(events)
     try:
         while follow and described["status"] == "RUNNING":
             time.sleep(interval)
-            described = _describe(sfn, arn)
-            events = _history(sfn, arn)
+            described = describe(sfn, arn)
+            events = history(sfn, arn)
             emit(events[seen:])
             seen = len(events)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ pynetdicom Store SCP with scripted statuses, synthetic studies, and moto in serv
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class ScriptedScp:
     calling_aets: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)
     port: int = 0
+    ssl_context: ssl.SSLContext | None = None
 
     def handle_store(self, event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
@@ -67,7 +69,10 @@ class ScriptedScp:
             ae.add_supported_context(profile.sop_class_uid, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
         self._server = ae.start_server(
-            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self.handle_store)]
+            ("127.0.0.1", 0),
+            block=False,
+            ssl_context=self.ssl_context,
+            evt_handlers=[(evt.EVT_C_STORE, self.handle_store)],
         )
         self.port = self._server.server_address[1]
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 
 import pydicom
 
 from cli.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE
-from tests.cli.conftest import peer_args
+from tests.cli.conftest import ScriptedScp, peer_args
+from tests.scp.certificates import make_pki
 
 
 def sop_uid(path) -> str:
@@ -160,3 +162,30 @@ def test_load_refuses_non_loopback_targets(invoke):
     result = invoke("load", "--host", "192.0.2.10", "--port", "104", "--called-aet", "X")
     assert result.exit_code == EXIT_USAGE
     assert "loopback" in result.stderr
+
+
+def test_send_and_echo_over_tls_with_a_client_certificate(invoke, ct_study, tmp_path):
+    pki = make_pki(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
+    context.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    context.verify_mode = ssl.CERT_REQUIRED  # the gateway's tlsRequireClientCert
+    server = ScriptedScp(ssl_context=context)
+    server.start()
+    try:
+        tls = [
+            "--tls",
+            "--ca-file",
+            pki.ca_cert,
+            "--cert-file",
+            pki.client_cert,
+            "--key-file",
+            pki.client_key,
+        ]
+        sent = invoke("send", *ct_study[:2], *peer_args(server), *tls, "--json")
+        assert sent.exit_code == 0, sent.output
+        assert len(server.received) == 2
+        assert invoke("echo", *peer_args(server), *tls).exit_code == 0
+        half = invoke("send", ct_study[0], *peer_args(server), "--tls", "--cert-file", pki.client_cert)
+        assert half.exit_code == EXIT_USAGE and "--key-file" in half.stderr
+    finally:
+        server.stop()
