@@ -15,6 +15,9 @@ Shape::
 
 The execution input (written by the trigger) is ``{"batchId", "bucket", "manifestKey", "pollSeconds"}``;
 ``pollSeconds`` drives the Wait (``SecondsPath``), so tests and the local stack can poll fast.
+Every Task also gets the execution name: the original execution is named after the batch, a
+redrive from the DLQ (``dicomctl dlq redrive``) gets a new name, which becomes its import
+clientToken and its attempt in the job table, so a redrive really imports again.
 """
 
 from __future__ import annotations
@@ -122,7 +125,12 @@ def build_definition(functions: Mapping[str, str], settings: WorkflowSettings) -
             "start_import",
             next_state="InitPolling",
             result_path="$.import",
-            parameters={"batchId.$": "$.batchId", "bucket.$": "$.bucket", "manifestKey.$": "$.manifestKey"},
+            parameters={
+                "batchId.$": "$.batchId",
+                "bucket.$": "$.bucket",
+                "manifestKey.$": "$.manifestKey",
+                "executionName.$": "$$.Execution.Name",
+            },
             catch_to=caught["StartImport"],
         ),
         "InitPolling": {
@@ -139,6 +147,7 @@ def build_definition(functions: Mapping[str, str], settings: WorkflowSettings) -
             result_path="$.poll",
             parameters={
                 "batchId.$": "$.batchId",
+                "executionName.$": "$$.Execution.Name",
                 "importJobId.$": "$.import.importJobId",
                 "datastoreId.$": "$.import.datastoreId",
                 "attempt.$": "States.MathAdd($.poll.attempt, 1)",
@@ -165,6 +174,7 @@ def build_definition(functions: Mapping[str, str], settings: WorkflowSettings) -
             result_path="$.result",
             parameters={
                 "batchId.$": "$.batchId",
+                "executionName.$": "$$.Execution.Name",
                 "bucket.$": "$.bucket",
                 "manifestKey.$": "$.manifestKey",
                 "importJobId.$": "$.import.importJobId",
@@ -183,6 +193,7 @@ def build_definition(functions: Mapping[str, str], settings: WorkflowSettings) -
             result_path="$.failure",
             parameters={
                 "batchId.$": "$.batchId",
+                "executionName.$": "$$.Execution.Name",
                 "manifestKey.$": "$.manifestKey",
                 "failedState.$": "$.failedState",
                 "error.$": "$.error",

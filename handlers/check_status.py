@@ -32,7 +32,12 @@ def check_status(event: dict[str, Any], *, ahi: Any, jobs: JobTable) -> dict[str
         raise classify(exc) from exc
     status = props["jobStatus"]
     if status == "IN_PROGRESS":
-        jobs.record(event["batchId"], "IN_PROGRESS", details={"importJobId": event["importJobId"]})
+        jobs.record(
+            event["batchId"],
+            "IN_PROGRESS",
+            attempt=event.get("executionName"),
+            details={"importJobId": event["importJobId"]},
+        )
     return {
         "jobStatus": status,
         "attempt": int(event.get("attempt", 0)),

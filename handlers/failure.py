@@ -64,6 +64,7 @@ def record_failure(event: dict[str, Any], *, sqs: Any, dlq_url: str, jobs: JobTa
     recorded = jobs.record(
         event["batchId"],
         "FAILED",
+        attempt=event.get("executionName"),
         details={k: message[k] for k in ("state", "error", "cause", "executionArn")},
         summary={
             "failedState": message["state"],

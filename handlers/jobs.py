@@ -35,6 +35,7 @@ from components.layout import (
 from handlers.errors import classify
 
 STATUS_RANK = "statusRank"  # summary attribute: index of currentStatus in JOB_STATES
+ATTEMPT = "attempt"  # summary attribute: the execution name that made the last transition
 MAX_LISTED_FAILURES = 100  # per-instance failures kept on the summary (the item limit is 400 KB)
 
 _serializer = TypeSerializer()
@@ -80,10 +81,16 @@ class JobTable:
         status: str,
         details: Mapping[str, Any] | None = None,
         summary: Mapping[str, Any] | None = None,
+        *,
+        attempt: str | None = None,
+        clear: tuple[str, ...] = (),
     ) -> bool:
         """Move ``job_id`` to ``status``; False when that would not move it forward (a replay).
 
-        ``details`` go on the audit item; ``summary`` attributes are set on the summary item.
+        ``details`` go on the audit item; ``summary`` attributes are set on the summary item and
+        ``clear`` ones removed from it. ``attempt`` names the execution doing the work (default:
+        the job id, i.e. the original execution): within one attempt a job only moves forward; a
+        new attempt (a redrive from the DLQ) may start over only from FAILED.
         """
         if status not in JOB_STATES:
             raise ValueError(f"unknown job status {status!r}; expected one of {JOB_STATES}")
@@ -92,16 +99,19 @@ class JobTable:
         expires = int((now + timedelta(days=self.ttl_days)).timestamp())
         rank = JOB_STATES.index(status)
 
-        names = {"#status": "currentStatus", "#rank": STATUS_RANK}
+        names = {"#status": "currentStatus", "#rank": STATUS_RANK, "#attempt": ATTEMPT}
         values: dict[str, Any] = {
             ":status": {"S": status},
             ":rank": {"N": str(rank)},
+            ":attempt": {"S": attempt or job_id},
+            ":failed": {"S": "FAILED"},
             ":at": {"S": at},
             ":expires": {"N": str(expires)},
         }
         sets = [
             "#status = :status",
             "#rank = :rank",
+            "#attempt = :attempt",
             "updatedAt = :at",
             "createdAt = if_not_exists(createdAt, :at)",
             f"{TTL_ATTRIBUTE} = :expires",
@@ -115,14 +125,22 @@ class JobTable:
         terminal = {f":t{i}": {"S": s} for i, s in enumerate(TERMINAL_STATES)}
         values.update(terminal)
         condition = (
-            f"attribute_not_exists(#rank) OR (#rank < :rank AND NOT #status IN ({', '.join(terminal)}))"
+            "attribute_not_exists(#rank)"
+            f" OR (#attempt = :attempt AND #rank < :rank AND NOT #status IN ({', '.join(terminal)}))"
+            " OR (#attempt <> :attempt AND #status = :failed)"
         )
+        removes = []
+        for i, name in enumerate(clear):
+            names[f"#c{i}"] = name
+            removes.append(f"#c{i}")
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         audit = {
             TABLE_PARTITION_KEY: job_id,
             TABLE_SORT_KEY: f"{at}#{status}",
             "status": status,
             "at": at,
             "details": dict(details or {}),
+            ATTEMPT: attempt or job_id,
             TTL_ATTRIBUTE: expires,
         }
         try:
@@ -132,7 +150,7 @@ class JobTable:
                         "Update": {
                             "TableName": self.table,
                             "Key": self._key(job_id, SUMMARY_SORT_KEY),
-                            "UpdateExpression": "SET " + ", ".join(sets),
+                            "UpdateExpression": update,
                             "ConditionExpression": condition,
                             "ExpressionAttributeNames": names,
                             "ExpressionAttributeValues": values,

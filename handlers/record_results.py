@@ -73,6 +73,7 @@ def record_results(event: dict[str, Any], *, s3: Any, jobs: JobTable, cleanup_mo
     jobs.record(
         batch_id,
         status,
+        attempt=event.get("executionName"),
         details={
             "importJobId": event["importJobId"],
             "imported": len(imported),

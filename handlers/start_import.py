@@ -1,5 +1,6 @@
 """Start Import (state ``StartImport``): validate a sealed batch, quarantine what HealthImaging
-would reject, and start exactly one import job for the rest (clientToken = batch id).
+would reject, and start exactly one import job for the rest (clientToken = the execution name:
+the batch id, or ``<batchId>-redrive-<n>`` for a DLQ redrive).
 A retry (throttling, a transient error) does not validate again once VALIDATED is recorded.
 
 Input: ``{"batchId", "bucket", "manifestKey"}``. Output: ``{"importJobId", "datastoreId",
@@ -28,12 +29,12 @@ metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
 tracer = Tracer(service=SERVICE)
 
 
-def output_s3_uri(results_bucket: str, batch_id: str) -> str:
-    return f"s3://{results_bucket}/{batch_id}/"
+def output_s3_uri(results_bucket: str, attempt: str) -> str:
+    return f"s3://{results_bucket}/{attempt}/"
 
 
 def validate_and_quarantine(
-    s3: Any, bucket: str, event: dict[str, Any], jobs: JobTable
+    s3: Any, bucket: str, event: dict[str, Any], jobs: JobTable, attempt: str
 ) -> tuple[str, int, int]:
     """Validate the batch, quarantine what fails, record VALIDATED; returns (prefix, valid, quarantined)."""
     batch_id = event["batchId"]
@@ -62,6 +63,8 @@ def validate_and_quarantine(
     jobs.record(
         batch_id,
         "VALIDATED",
+        attempt=attempt,
+        clear=("error", "errorCause", "failedState"),  # left by an earlier attempt, if any
         details={"valid": valid, "quarantined": len(invalid)},
         summary={
             "callingAeTitle": manifest.calling_ae_title or None,
@@ -81,10 +84,10 @@ def validate_and_quarantine(
     return manifest.prefix, valid, len(invalid)
 
 
-def _validated_earlier(summary: dict[str, Any] | None) -> tuple[str, int, int] | None:
+def _validated_earlier(summary: dict[str, Any] | None, attempt: str) -> tuple[str, int, int] | None:
     """A retried invocation (e.g. after throttling) reuses the recorded validation: quarantining
     happens before VALIDATED is recorded, so what is left under the prefix is the valid part."""
-    if not summary or "validCount" not in summary:
+    if not summary or "validCount" not in summary or summary.get("attempt") != attempt:
         return None
     if JOB_STATES.index(summary["currentStatus"]) < JOB_STATES.index("VALIDATED"):
         return None
@@ -103,16 +106,19 @@ def start_import(
     results_bucket: str,
 ) -> dict[str, Any]:
     batch_id, bucket = event["batchId"], event["bucket"]
-    validated = _validated_earlier(jobs.summary(batch_id)) or validate_and_quarantine(s3, bucket, event, jobs)
+    attempt = event.get("executionName") or batch_id  # a DLQ redrive runs under a new name
+    validated = _validated_earlier(jobs.summary(batch_id), attempt) or validate_and_quarantine(
+        s3, bucket, event, jobs, attempt
+    )
     prefix, valid, quarantined = validated
     if not valid:
         raise NoValidInstances(f"batch {batch_id}: all {quarantined} instances failed validation")
 
-    output_uri = output_s3_uri(results_bucket, batch_id)
+    output_uri = output_s3_uri(results_bucket, attempt)
     try:
         started = ahi.start_dicom_import_job(
-            jobName=batch_id,
-            clientToken=batch_id,
+            jobName=attempt,
+            clientToken=attempt,
             datastoreId=datastore_id,
             dataAccessRoleArn=import_role_arn,
             inputS3Uri=f"s3://{bucket}/{prefix}",
@@ -124,6 +130,7 @@ def start_import(
     jobs.record(
         batch_id,
         "SUBMITTED",
+        attempt=attempt,
         details={"importJobId": job_id},
         summary={"importJobId": job_id, "datastoreId": datastore_id, "outputS3Uri": output_uri},
     )

@@ -49,6 +49,20 @@ def test_a_failed_import_job_goes_to_the_dlq_and_is_recorded_failed(stack, make_
     assert message["cause"] and message["manifestKey"] == manifest_key(batch_id)
     assert message["executionArn"] == described["executionArn"]
 
+    # a redrive (what `dicomctl dlq redrive` starts) imports again under its own name
+    calls = stack.ahi.start_import_calls
+    sfn = stack.client("stepfunctions")
+    redrive = sfn.start_execution(
+        stateMachineArn=stack.outputs["stateMachineArn"],
+        name=f"{batch_id}-redrive-1",
+        input=described["input"],
+    )
+    assert finished(stack, f"{batch_id}-redrive-1")["status"] == "SUCCEEDED", redrive
+    summary = job(stack, batch_id)["summary"]
+    assert summary["currentStatus"] == "COMPLETED" and summary["attempt"] == f"{batch_id}-redrive-1"
+    assert "error" not in summary
+    assert stack.ahi.start_import_calls == calls + 1
+
 
 def _start_scp_process(stack, tmp_path) -> tuple[subprocess.Popen, int]:
     env = {

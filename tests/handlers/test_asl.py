@@ -57,6 +57,8 @@ def test_every_task_has_retry_with_backoff_and_jitter_and_a_catch_all(definition
             assert retrier["BackoffRate"] > 1 and retrier["JitterStrategy"] == "FULL"
             assert 0 < retrier["MaxAttempts"] <= 10 and retrier["MaxDelaySeconds"] <= 60
         assert any("States.ALL" in c["ErrorEquals"] for c in task["Catch"]), name
+        # the execution name is the attempt (batch id, or a DLQ redrive's own name)
+        assert task["Parameters"]["executionName.$"] == "$$.Execution.Name", name
     throttled = [r for r in tasks["StartImport"]["Retry"] if "Throttled" in r["ErrorEquals"]]
     assert throttled, "StartDICOMImportJob throttling (1 TPS) must be retried"
 

@@ -78,3 +78,23 @@ def test_queries_answer_the_operator_questions(aws):
     assert get_job(ddb, aws.table, "nope") == {"summary": None, "timeline": [], "studies": []}
     with pytest.raises(ValueError, match="unknown status"):
         list_jobs_by_status(ddb, aws.table, "DONE")
+
+
+def test_a_redrive_may_reopen_only_a_failed_job_and_then_moves_forward(aws, table):
+    assert table.record("job-r", "SUBMITTED")
+    assert table.record("job-r", "FAILED", summary={"error": "ImportJobFailed"})
+    assert not table.record("job-r", "VALIDATED")  # same attempt: FAILED is final
+    redrive = "job-r-redrive-1"
+    assert table.record("job-r", "VALIDATED", attempt=redrive, clear=("error",))
+    assert not table.record("job-r", "FAILED")  # a late event of the first attempt
+    assert not table.record("job-r", "VALIDATED", attempt="job-r-redrive-2")  # only FAILED reopens
+    assert table.record("job-r", "COMPLETED", attempt=redrive)
+    job = get_job(aws.client("dynamodb"), aws.table, "job-r")
+    assert job["summary"]["currentStatus"] == "COMPLETED" and job["summary"]["attempt"] == redrive
+    assert "error" not in job["summary"]
+    assert [(t["status"], t["attempt"]) for t in job["timeline"]] == [
+        ("SUBMITTED", "job-r"),
+        ("FAILED", "job-r"),
+        ("VALIDATED", redrive),
+        ("COMPLETED", redrive),
+    ]
