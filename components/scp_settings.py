@@ -3,7 +3,6 @@ the Pulumi program writes those variables from the same model (``to_env("scp")``
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -11,6 +10,7 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator, model_validator
 
 from components.config_base import Settings
+from components.validators import cidr
 
 ENV_PREFIX = "scp"
 
@@ -89,12 +89,7 @@ class ScpSettings(Settings):
     @field_validator("allowed_cidrs")
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
-        for cidr in v:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"{cidr!r} is not an IP address or CIDR block like 10.0.0.0/16") from None
-        return v
+        return [cidr(c, address_ok=True) for c in v]
 
     @field_validator("storage_uri")
     @classmethod

@@ -15,10 +15,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from components.config_base import Settings
-
-# CloudWatch Logs accepts only these retention periods (days).
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
-                      2557, 2922, 3288, 3653)  # fmt: skip
+from components.validators import LogRetentionDays, cidr, optional_match
 
 # Fargate task sizes within the range this service supports (TaskCPU 1024-4096, memory 2048-8192 MiB):
 # 1 vCPU takes 2-8 GiB, 2 vCPU 4-16 GiB, 4 vCPU 8-30 GiB, each in 1 GiB steps.
@@ -30,20 +27,6 @@ FARGATE_MEMORY_BY_CPU: dict[int, tuple[int, ...]] = {
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-
-
-def _cidr(value: str) -> str:
-    try:
-        return str(ipaddress.ip_network(value, strict=True))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a CIDR block like 10.0.0.0/16") from None
-
-
-def _retention(value: int) -> int:
-    if value not in LOG_RETENTION_DAYS:
-        allowed = ", ".join(str(d) for d in LOG_RETENTION_DAYS)
-        raise ValueError(f"CloudWatch Logs retention must be one of {allowed} days")
-    return value
 
 
 def _arn(value: str, service: str) -> str:
@@ -74,12 +57,14 @@ class NetworkSettings(Settings):
         validate_default=True,
         description="Create VPC interface endpoints (ECR, CloudWatch Logs, STS, ...) for the services",
     )
-    flow_logs_retention_days: int = Field(90, description="Retention of the VPC flow logs (days)")
+    flow_logs_retention_days: LogRetentionDays = Field(
+        90, description="Retention of the VPC flow logs (days)"
+    )
 
     @field_validator("vpc_cidr")
     @classmethod
     def _vpc_cidr(cls, v: str) -> str:
-        network = ipaddress.ip_network(_cidr(v))
+        network = ipaddress.ip_network(cidr(v))
         if network.version != 4 or not 16 <= network.prefixlen <= 22:
             raise ValueError(f"{v!r}: a new VPC needs an IPv4 block between /16 and /22")
         return v
@@ -87,16 +72,13 @@ class NetworkSettings(Settings):
     @field_validator("vpc_id")
     @classmethod
     def _vpc_id(cls, v: str) -> str:
-        if v and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", v):
-            raise ValueError(f"{v!r} is not a VPC id like vpc-0123456789abcdef0")
-        return v
+        return optional_match(v, r"vpc-[0-9a-f]{8,17}", "a VPC id like vpc-0123456789abcdef0")
 
     @field_validator("private_subnet_ids", "public_subnet_ids")
     @classmethod
     def _subnets(cls, v: list[str], info: ValidationInfo) -> list[str]:
         for subnet in v:
-            if not re.fullmatch(r"subnet-[0-9a-f]{8,17}", subnet):
-                raise ValueError(f"{subnet!r} is not a subnet id like subnet-0123456789abcdef0")
+            optional_match(subnet, r"subnet-[0-9a-f]{8,17}", "a subnet id like subnet-0123456789abcdef0")
         if "vpc_id" not in info.data:  # the VPC id itself is wrong: reported there
             return v
         existing = bool(info.data["vpc_id"])
@@ -112,11 +94,6 @@ class NetworkSettings(Settings):
         if not v and not info.data.get("vpc_id", "x") and info.data.get("nat_gateways") == "none":
             raise ValueError("a new VPC without NAT gateways needs the interface endpoints to pull images")
         return v
-
-    @field_validator("flow_logs_retention_days")
-    @classmethod
-    def _flow_retention(cls, v: int) -> int:
-        return _retention(v)
 
     @property
     def existing(self) -> bool:
@@ -173,9 +150,7 @@ class StorageSettings(Settings):
     @field_validator("replication_region")
     @classmethod
     def _region(cls, v: str) -> str:
-        if v and not _REGION.match(v):
-            raise ValueError(f"{v!r} is not an AWS region like eu-central-1")
-        return v
+        return optional_match(v, _REGION, "an AWS region like eu-central-1")
 
 
 class JobTableSettings(Settings):
@@ -201,9 +176,7 @@ class HealthImagingSettings(Settings):
     @field_validator("datastore_id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if v and not re.fullmatch(r"[0-9a-z]{32}", v):
-            raise ValueError(f"{v!r} is not a datastore id (32 characters of 0-9 a-z)")
-        return v
+        return optional_match(v, r"[0-9a-z]{32}", "a datastore id (32 characters of 0-9 a-z)")
 
     @field_validator("datastore_name", "kms_key_arn")
     @classmethod
@@ -242,7 +215,7 @@ class ServiceSettings(Settings):
         60, ge=2, le=120, description="Seconds ECS waits after SIGTERM (>= scpDrainSeconds)"
     )
     container_insights: bool = Field(True, description="ECS Container Insights on the cluster")
-    log_retention_days: int = Field(90, description="Retention of the SCP's log group (days)")
+    log_retention_days: LogRetentionDays = Field(90, description="Retention of the SCP's log group (days)")
 
     @field_validator("task_cpu")
     @classmethod
@@ -268,11 +241,6 @@ class ServiceSettings(Settings):
         if v < info.data.get("autoscale_min_capacity", 1):
             raise ValueError("is below autoscale_min_capacity")
         return v
-
-    @field_validator("log_retention_days")
-    @classmethod
-    def _log_retention(cls, v: int) -> int:
-        return _retention(v)
 
 
 class LoadBalancerSettings(Settings):
@@ -300,7 +268,7 @@ class LoadBalancerSettings(Settings):
     @field_validator("allowed_cidrs")
     @classmethod
     def _cidrs(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        cidrs = [_cidr(c) for c in v]
+        cidrs = [cidr(c) for c in v]
         world = [c for c in cidrs if ipaddress.ip_network(c).prefixlen == 0]
         if world and not info.data.get("public"):
             raise ValueError(f"{world[0]} opens the gateway to everyone: allowed only with public true")
@@ -335,13 +303,10 @@ class FunctionsSettings(Settings):
     powertools_layer_version: int = Field(
         27, ge=1, description="Version of the AWS-managed Powertools for AWS Lambda (Python) v3 layer"
     )
-    log_retention_days: int = Field(90, description="Retention of the functions' and workflow's logs")
+    log_retention_days: LogRetentionDays = Field(
+        90, description="Retention of the functions' and workflow's logs"
+    )
     sweeper_schedule: str = Field("rate(15 minutes)", description="EventBridge schedule of the sweeper")
-
-    @field_validator("log_retention_days")
-    @classmethod
-    def _log_retention(cls, v: int) -> int:
-        return _retention(v)
 
     @field_validator("sweeper_schedule")
     @classmethod
@@ -364,6 +329,4 @@ class MonitoringSettings(Settings):
     @field_validator("alarm_email")
     @classmethod
     def _email(cls, v: str) -> str:
-        if v and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", v):
-            raise ValueError(f"{v!r} is not an e-mail address")
-        return v
+        return optional_match(v, r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address")
