@@ -15,6 +15,28 @@ import pulumi_aws as aws
 
 Statement = dict[str, Any]
 
+# Actions AWS offers no resource-level permission for: ``Resource: "*"`` is their only possible form.
+# The policy tests allow a wildcard resource for exactly these.
+ECR_LOGIN_ACTIONS = ("ecr:GetAuthorizationToken",)
+XRAY_ACTIONS = (
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+)
+# What Step Functions needs to deliver a state machine's execution logs to CloudWatch Logs.
+LOG_DELIVERY_ACTIONS = (
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+)
+WILDCARD_ONLY_ACTIONS = frozenset(ECR_LOGIN_ACTIONS + XRAY_ACTIONS + LOG_DELIVERY_ACTIONS)
+
 
 def allow(
     sid: str, actions: Sequence[str], resources: Sequence[Any], condition: Mapping | None = None

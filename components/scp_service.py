@@ -19,7 +19,7 @@ import pulumi_aws as aws
 import pulumi_awsx as awsx
 
 from components.config import deployed_scp_settings
-from components.iam import allow, kms_use, service_role
+from components.iam import ECR_LOGIN_ACTIONS, allow, kms_use, service_role
 from components.layout import BATCHES_PREFIX, INCOMING_PREFIX
 from components.load_balancer import ListenerPlan
 from components.scp_settings import ENV_PREFIX, ScpSettings
@@ -212,7 +212,7 @@ class ScpService(pulumi.ComponentResource):
             "ecs-tasks.amazonaws.com",
             [
                 # GetAuthorizationToken has no resource-level permissions.
-                allow("EcrLogin", ["ecr:GetAuthorizationToken"], ["*"]),
+                allow("EcrLogin", ECR_LOGIN_ACTIONS, ["*"]),
                 *pull,
                 allow(
                     "WriteLogs",

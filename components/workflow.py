@@ -16,7 +16,15 @@ import pulumi
 import pulumi_aws as aws
 
 from components.asl import build_definition
-from components.iam import allow, document, kms_use, service_role, tls_only
+from components.iam import (
+    LOG_DELIVERY_ACTIONS,
+    XRAY_ACTIONS,
+    allow,
+    document,
+    kms_use,
+    service_role,
+    tls_only,
+)
 from components.lambda_package import LambdaPackage
 from components.layout import BATCHES_PREFIX, FUNCTIONS, INCOMING_PREFIX, MANIFEST_SUFFIX, QUARANTINE_PREFIX
 from components.stack_settings import FunctionsSettings
@@ -299,30 +307,8 @@ class ImportWorkflow(pulumi.ComponentResource):
                     invoked + [pulumi.Output.concat(arn, ":*") for arn in invoked],
                 ),
                 # Log delivery and X-Ray APIs do not support resource-level permissions.
-                allow(
-                    "DeliverLogs",
-                    [
-                        "logs:CreateLogDelivery",
-                        "logs:GetLogDelivery",
-                        "logs:UpdateLogDelivery",
-                        "logs:DeleteLogDelivery",
-                        "logs:ListLogDeliveries",
-                        "logs:PutResourcePolicy",
-                        "logs:DescribeResourcePolicies",
-                        "logs:DescribeLogGroups",
-                    ],
-                    ["*"],
-                ),
-                allow(
-                    "Tracing",
-                    [
-                        "xray:PutTraceSegments",
-                        "xray:PutTelemetryRecords",
-                        "xray:GetSamplingRules",
-                        "xray:GetSamplingTargets",
-                    ],
-                    ["*"],
-                ),
+                allow("DeliverLogs", LOG_DELIVERY_ACTIONS, ["*"]),
+                allow("Tracing", XRAY_ACTIONS, ["*"]),
             ],
             self,
             condition={"StringEquals": {"aws:SourceAccount": a.account_id}},

@@ -13,25 +13,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from components.iam import WILDCARD_ONLY_ACTIONS
 from tests.components.pulumi_graph import Graph, Resource
 
-WILDCARD_RESOURCE_ACTIONS = frozenset(
-    {
-        "ecr:GetAuthorizationToken",
-        "xray:PutTraceSegments",
-        "xray:PutTelemetryRecords",
-        "xray:GetSamplingRules",
-        "xray:GetSamplingTargets",
-        "logs:CreateLogDelivery",
-        "logs:GetLogDelivery",
-        "logs:UpdateLogDelivery",
-        "logs:DeleteLogDelivery",
-        "logs:ListLogDeliveries",
-        "logs:PutResourcePolicy",
-        "logs:DescribeResourcePolicies",
-        "logs:DescribeLogGroups",
-    }
-)
 POLICY_INPUTS = {
     "aws:iam/rolePolicy:RolePolicy": "policy",
     "aws:iam/role:Role": "assumeRolePolicy",
@@ -67,7 +51,7 @@ def wildcard_resources(graph: Graph) -> list[str]:
         for r, s in statements(graph)
         if s["Effect"] == "Allow" and "*" in _list(s.get("Resource", []))
         for a in _list(s["Action"])
-        if a not in WILDCARD_RESOURCE_ACTIONS
+        if a not in WILDCARD_ONLY_ACTIONS
     ]
 
 
