@@ -2,10 +2,10 @@
 
 The rest of tests/scp runs through this path too (it is on by default); these tests pin what is
 specific to it: that accepted associations use it, that whole PDUs arrive through ``recv_into``,
-that C-STORE responses encoded here are the bytes pynetdicom would send,
-that many images over one association (dcmtk with Nagle on, several PDUs per image, interleaved
-C-ECHO) arrive byte-for-byte, that timers still fire without traffic, and that the stock
-switch used by the benchmark still receives correctly.
+that P-DATA values are decoded as pynetdicom decodes them, that C-STORE responses encoded here
+are the bytes pynetdicom would send, that many images over one association (dcmtk with Nagle on,
+several PDUs per image, interleaved C-ECHO) arrive byte-for-byte, that timers still fire without
+traffic, and that the stock switch used by the benchmark still receives correctly.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import P_DATA
 
 from components.scp_settings import ScpSettings
 from scp.fast_transport import (
@@ -26,6 +28,7 @@ from scp.fast_transport import (
     BulkReadSocket,
     EventDrivenAssociation,
     EventDrivenDUL,
+    ReceivedPData,
     SpoolingDIMSE,
     store_response_command,
 )
@@ -158,13 +161,39 @@ def test_the_stock_receive_path_switch_still_stores(start_scp, tmp_path):
 @pytest.mark.parametrize("status", [0x0000, 0xA700, 0xC210, 0xB000])
 @pytest.mark.parametrize("instance_uid", ["1.2.3.4", "1.2.3.45"])  # even and odd length (padding)
 def test_direct_store_response_bytes_equal_pynetdicoms_encoding(status, instance_uid):
-    response = C_STORE()
-    response.MessageID = response.MessageIDBeingRespondedTo = 513
-    response.AffectedSOPClassUID = CTImageStorage
-    response.AffectedSOPInstanceUID = instance_uid
-    response.Status = status
+    response = _response(status, instance_uid)
     message = C_STORE_RSP()
     message.primitive_to_message(response)
     [pdata] = message.encode_msg(1, 16384)
     [(context_id, pynetdicom_pdv)] = pdata.presentation_data_value_list
     assert pynetdicom_pdv == b"\x03" + store_response_command(response)
+
+
+def test_received_p_data_values_equal_pynetdicoms_decoding_and_malformed_pdus_are_refused():
+    pdata = P_DATA()
+    pdata.presentation_data_value_list = [
+        [1, b"\x03" + store_response_command(_response(0, "1.2.3.4"))],  # a command, last fragment
+        [3, b"\x00" + bytes(range(256)) * 40],  # dataset fragments
+        [3, b"\x02" + b"tail"],
+    ]
+    pdu = P_DATA_TF()
+    pdu.from_primitive(pdata)
+    encoded = pdu.encode()
+    pynetdicoms = P_DATA_TF()
+    pynetdicoms.decode(encoded)
+    expected = [(cid, bytes(value)) for cid, value in pynetdicoms.to_primitive().presentation_data_value_list]
+
+    ours = ReceivedPData(bytearray(encoded[6:])).to_primitive().presentation_data_value_list
+    assert [(cid, bytes(value)) for cid, value in ours] == expected
+    for broken in (encoded[6:-1], encoded[6:10], b"\x00\x00\x00\x01\x01", b""):
+        with pytest.raises(ValueError):
+            ReceivedPData(bytearray(broken))
+
+
+def _response(status: int, instance_uid: str) -> C_STORE:
+    response = C_STORE()
+    response.MessageID = response.MessageIDBeingRespondedTo = 513
+    response.AffectedSOPClassUID = CTImageStorage
+    response.AffectedSOPInstanceUID = instance_uid
+    response.Status = status
+    return response
