@@ -26,6 +26,7 @@ EXECUTION_STYLES = {
     "ABORTED": "yellow",
 }
 MAX_DETAIL = 160
+ExecutionArgument = Annotated[str, typer.Argument(help="Execution name (batch id) or ARN.")]
 
 
 def event_style(event_type: str) -> str:
@@ -78,6 +79,13 @@ def describe(sfn: Any, arn: str) -> dict[str, Any]:
         raise OperationFailed(
             f"no execution {arn.rsplit(':', 1)[-1]!r}", fix="list executions with `dicomctl executions list`"
         ) from None
+
+
+def open_execution(app: AppContext, execution: str) -> tuple[Any, str, dict[str, Any]]:
+    """The Step Functions client, ARN and description of a named execution (``show`` and ``tail``)."""
+    sfn = app.client("stepfunctions")
+    arn = execution_arn(app, execution)
+    return sfn, arn, describe(sfn, arn)
 
 
 def events_table(events: list[dict[str, Any]], title: str) -> Table:
@@ -137,14 +145,12 @@ def list_executions(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    execution: Annotated[str, typer.Argument(help="Execution name (batch id) or ARN.")],
+    execution: ExecutionArgument,
     json_output: JsonOption = False,
 ) -> None:
     """One execution: its status, input/output and every history event."""
     app_ctx: AppContext = ctx.obj
-    sfn = app_ctx.client("stepfunctions")
-    arn = execution_arn(app_ctx, execution)
-    described = describe(sfn, arn)
+    sfn, arn, described = open_execution(app_ctx, execution)
     events = history(sfn, arn)
     if app_ctx.wants_json(json_output):
         app_ctx.print_json(
@@ -167,7 +173,7 @@ def show(
 @app.command("tail")
 def tail(
     ctx: typer.Context,
-    execution: Annotated[str, typer.Argument(help="Execution name (batch id) or ARN.")],
+    execution: ExecutionArgument,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing events until it ends.")
     ] = False,
@@ -177,11 +183,8 @@ def tail(
 ) -> None:
     """The last events of an execution; with --follow, new events as they happen (JSON lines with --json)."""
     app_ctx: AppContext = ctx.obj
-    sfn = app_ctx.client("stepfunctions")
-    arn = execution_arn(app_ctx, execution)
-    described = describe(sfn, arn)
+    sfn, arn, described = open_execution(app_ctx, execution)
     as_json = app_ctx.wants_json(json_output)
-    seen = 0
 
     def emit(events: list[dict[str, Any]]) -> None:
         for event in events:

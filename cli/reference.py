@@ -16,6 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from cli.main import app
+from components.project_file import replace_generated
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 BEGIN = "<!-- BEGIN GENERATED COMMAND REFERENCE (python -m cli.reference) -->"
@@ -50,9 +51,7 @@ def render() -> str:
 
 
 def updated(document: str) -> str:
-    head, _, rest = document.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    return f"{head}{BEGIN}\n\n{render()}\n{END}{tail}"
+    return replace_generated(document, BEGIN, END, "\n" + render())
 
 
 def main() -> int:

@@ -104,11 +104,20 @@ def config_table() -> str:
     return "\n".join(rows)
 
 
+def replace_generated(document: str, begin: str, end: str, content: str) -> str:
+    """``document`` with the text between the ``begin`` and ``end`` markers replaced by ``content``.
+
+    Generated sections of hand-written docs (this table, the CLI reference) stay in sync this way;
+    without the markers the section is appended.
+    """
+    head, _, rest = document.partition(begin)
+    _, _, tail = rest.partition(end)
+    return f"{head}{begin}\n{content}\n{end}{tail}"
+
+
 def replace_table(document: str) -> str:
     """``document`` with the text between the table markers replaced by the current table."""
-    head, _, rest = document.partition(TABLE_BEGIN)
-    _, _, tail = rest.partition(TABLE_END)
-    return f"{head}{TABLE_BEGIN}\n{config_table()}\n{TABLE_END}{tail}"
+    return replace_generated(document, TABLE_BEGIN, TABLE_END, config_table())
 
 
 def main() -> int:
