@@ -9,17 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from botocore.exceptions import ClientError
 
 from handlers import aws
 from handlers.errors import classify
 from handlers.jobs import JobTable
-from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.runtime import environment, lambda_entry_point, powertools
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+logger, metrics, tracer = powertools()
 
 
 @tracer.capture_method
@@ -45,13 +42,11 @@ def check_status(event: dict[str, Any], *, ahi: Any, jobs: JobTable) -> dict[str
     }
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@lambda_entry_point(logger, metrics, tracer)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     env = environment()
     return check_status(
         event,
         ahi=aws.client("medical-imaging"),
-        jobs=JobTable(aws.client("dynamodb"), env.resources.job_table, env.settings.job_ttl_days),
+        jobs=env.job_table(),
     )

@@ -13,18 +13,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
 from handlers import aws
 from handlers.errors import classify
 from handlers.jobs import JobTable, now_iso
-from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.runtime import environment, lambda_entry_point, powertools
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+logger, metrics, tracer = powertools()
 
 MAX_CAUSE = 4000  # keep the DLQ message and the audit item small
 
@@ -81,14 +78,12 @@ def record_failure(event: dict[str, Any], *, sqs: Any, dlq_url: str, jobs: JobTa
     return {"dlq": True, "recorded": recorded}
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@lambda_entry_point(logger, metrics, tracer)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     env = environment()
     return record_failure(
         event,
         sqs=aws.client("sqs"),
         dlq_url=env.resources.dlq_url,
-        jobs=JobTable(aws.client("dynamodb"), env.resources.job_table, env.settings.job_ttl_days),
+        jobs=env.job_table(),
     )

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 from handlers import aws, objects
 from handlers.jobs import JobTable, failures_for_summary
 from handlers.results import read_outcome
-from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.runtime import environment, lambda_entry_point, powertools
 from handlers.validation import load_manifest
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+logger, metrics, tracer = powertools()
 
 
 @tracer.capture_method
@@ -111,14 +108,12 @@ def record_results(event: dict[str, Any], *, s3: Any, jobs: JobTable, cleanup_mo
     }
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@lambda_entry_point(logger, metrics, tracer)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     env = environment()
     return record_results(
         event,
         s3=aws.client("s3"),
-        jobs=JobTable(aws.client("dynamodb"), env.resources.job_table, env.settings.job_ttl_days),
+        jobs=env.job_table(),
         cleanup_mode=env.settings.cleanup_mode,
     )

@@ -1,12 +1,19 @@
-"""What every handler module shares: the Powertools service name and metrics namespace, and how
-a handler reads its settings (lazily, from the environment the deployment wrote)."""
+"""What every handler module shares: the Powertools service name and metrics namespace, the
+Lambda entry-point wrapping, and how a handler reads its settings (lazily, from the environment
+the deployment wrote) and opens the job table."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
 
 from components.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+from handlers import aws
+from handlers.jobs import JobTable
 
 SERVICE = "dicom-ingest"
 METRICS_NAMESPACE = "DicomIngest/Workflow"
@@ -17,6 +24,9 @@ class Environment:
     resources: WorkflowResources
     settings: WorkflowSettings
 
+    def job_table(self) -> JobTable:
+        return JobTable(aws.client("dynamodb"), self.resources.job_table, self.settings.job_ttl_days)
+
 
 def environment() -> Environment:
     """Read per invocation (cheap), so a changed environment is honoured without a re-import."""
@@ -24,3 +34,22 @@ def environment() -> Environment:
         resources=WorkflowResources.from_env(os.environ, ENV_PREFIX),
         settings=WorkflowSettings.from_env(os.environ, ENV_PREFIX),
     )
+
+
+def powertools() -> tuple[Logger, Metrics, Tracer]:
+    """One handler module's logger, metrics and tracer, all under the workflow's service name."""
+    return (
+        Logger(service=SERVICE),
+        Metrics(namespace=METRICS_NAMESPACE, service=SERVICE),
+        Tracer(service=SERVICE),
+    )
+
+
+def lambda_entry_point(logger: Logger, metrics: Metrics, tracer: Tracer) -> Callable[[Callable], Callable]:
+    """The decorators every handler wears, in one order: Lambda context in the logs, metrics
+    flushed at the end of the invocation, the invocation traced."""
+
+    def wrap(function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        return logger.inject_lambda_context(metrics.log_metrics(tracer.capture_lambda_handler(function)))
+
+    return wrap

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
@@ -21,12 +20,10 @@ from components.layout import JOB_STATES
 from handlers import aws, objects
 from handlers.errors import NoValidInstances, classify
 from handlers.jobs import JobTable, failures_for_summary
-from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.runtime import environment, lambda_entry_point, powertools
 from handlers.validation import load_manifest, validate_batch
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+logger, metrics, tracer = powertools()
 
 
 def output_s3_uri(results_bucket: str, attempt: str) -> str:
@@ -148,16 +145,14 @@ def start_import(
     }
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@lambda_entry_point(logger, metrics, tracer)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     env = environment()
     return start_import(
         event,
         s3=aws.client("s3"),
         ahi=aws.client("medical-imaging", retries=aws.NO_SDK_RETRIES),
-        jobs=JobTable(aws.client("dynamodb"), env.resources.job_table, env.settings.job_ttl_days),
+        jobs=env.job_table(),
         datastore_id=env.resources.datastore_id,
         import_role_arn=env.resources.import_role_arn,
         results_bucket=env.resources.results_bucket,

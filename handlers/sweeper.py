@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
@@ -33,11 +32,9 @@ from components.layout import (
 from handlers import aws, objects
 from handlers.dicom_header import HEADER_PROBE_BYTES, NotPart10, Truncated, parse_header
 from handlers.errors import classify
-from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.runtime import environment, lambda_entry_point, powertools
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+logger, metrics, tracer = powertools()
 
 PARALLELISM = 16
 
@@ -147,9 +144,7 @@ def sweep(*, s3: Any, bucket: str, min_age_seconds: int, now: datetime | None = 
     return {"sealed": sealed, "waiting": too_young}
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@lambda_entry_point(logger, metrics, tracer)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Scheduled (EventBridge) or invoked by an operator; ``{"minAgeSeconds": N}`` overrides the age."""
     env = environment()

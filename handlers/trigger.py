@@ -12,7 +12,6 @@ import json
 from typing import Any
 from urllib.parse import unquote_plus
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from botocore.exceptions import ClientError
@@ -21,11 +20,9 @@ from components.layout import batch_id_from_manifest_key
 from handlers import aws
 from handlers.errors import classify
 from handlers.jobs import JobTable
-from handlers.runtime import METRICS_NAMESPACE, SERVICE, environment
+from handlers.runtime import environment, lambda_entry_point, powertools
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=METRICS_NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
+logger, metrics, tracer = powertools()
 
 
 def execution_input(batch_id: str, bucket: str, key: str, poll_seconds: int) -> dict[str, Any]:
@@ -59,14 +56,12 @@ def start_batch(
     return "started"
 
 
-@logger.inject_lambda_context
-@metrics.log_metrics
-@tracer.capture_lambda_handler
+@lambda_entry_point(logger, metrics, tracer)
 @event_source(data_class=S3Event)
 def handler(event: S3Event, context: Any) -> dict[str, Any]:
     env = environment()
     sfn = aws.client("stepfunctions")
-    jobs = JobTable(aws.client("dynamodb"), env.resources.job_table, env.settings.job_ttl_days)
+    jobs = env.job_table()
     outcomes: dict[str, str] = {}
     for record in event.records:
         key = unquote_plus(record.s3.get_object.key)
