@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -19,6 +20,8 @@ from handlers.errors import classify
 from handlers.jobs import now_iso
 
 IMPORTED_TAG = ("ahi-imported", "true")  # cleanup_mode "tag": a lifecycle rule expires these
+DELETE_BATCH = 1000  # keys per DeleteObjects request (the S3 maximum)
+TAGGING_PARALLELISM = 8  # PutObjectTagging takes one key: a few at a time, bounded for the S3 rate
 
 
 def quarantine_key(batch_id: str, prefix: str, key: str) -> str:
@@ -125,15 +128,15 @@ def clean_up(s3: Any, bucket: str, keys: Iterable[str], mode: str) -> int:
         return 0
     try:
         if mode == "delete":
-            for start in range(0, len(keys), 1000):
-                chunk = keys[start : start + 1000]
+            for start in range(0, len(keys), DELETE_BATCH):
+                chunk = keys[start : start + DELETE_BATCH]
                 s3.delete_objects(
                     Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
                 )
         elif mode == "tag":
             tag = {"TagSet": [{"Key": IMPORTED_TAG[0], "Value": IMPORTED_TAG[1]}]}
-            for key in keys:
-                s3.put_object_tagging(Bucket=bucket, Key=key, Tagging=tag)
+            with ThreadPoolExecutor(max_workers=TAGGING_PARALLELISM) as pool:
+                list(pool.map(lambda key: s3.put_object_tagging(Bucket=bucket, Key=key, Tagging=tag), keys))
         else:
             raise ValueError(f"unknown cleanup mode {mode!r}")
     except ClientError as exc:
