@@ -203,8 +203,11 @@ def _count_files(directory: Path, pattern: str = "*") -> int:
 
 
 @contextmanager
-def our_scp(work: Path, storage: str, workers: int, extra_env: dict[str, str]) -> Iterator[Receiver]:
-    """``python -m scp``; storage is ``file`` or an ``s3://`` URI (moto endpoint in extra_env)."""
+def our_scp(
+    work: Path, storage: str, workers: int, extra_env: dict[str, str], source: Path = ROOT
+) -> Iterator[Receiver]:
+    """``python -m scp`` from ``source`` (this tree, or a baseline revision's export); storage is
+    ``file`` or an ``s3://`` URI (moto endpoint in extra_env)."""
     store = work / "store"
     uri = f"file://{store}" if storage == "file" else storage
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCP_")}
@@ -221,7 +224,7 @@ def our_scp(work: Path, storage: str, workers: int, extra_env: dict[str, str]) -
     env.update(extra_env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "scp"],
-        cwd=ROOT,
+        cwd=source,  # python -m finds the scp package of the working directory first
         env=env,
         stdout=subprocess.PIPE,
         stderr=(work / "scp.stderr").open("w"),
@@ -367,6 +370,7 @@ class Row:
     mbytes: float = 0.0
     peak_rss_mib: float = 0.0
     cpu_seconds: float = 0.0
+    load: float = 0.0  # 1-minute load average at the end of the row (the bench's own processes count)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -382,10 +386,12 @@ class Row:
         return self.mbytes / self.seconds if self.seconds else 0.0
 
 
-def send(port: int, parts: list[Path]) -> float:
+def send(port: int, parts: list[Path], nodelay: bool = False) -> float:
     """One storescu per directory, all at once; seconds until the last one exits."""
     command = ["storescu", "-aet", "BENCH-SCU", "-aec", CALLED_AE, "+sd", "+r", "-R"]
     env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}  # dcmtk default: Nagle on
+    if nodelay:
+        env["TCP_NODELAY"] = "1"
     started = time.monotonic()
     senders = [
         subprocess.Popen(
@@ -408,21 +414,24 @@ def send(port: int, parts: list[Path]) -> float:
     return elapsed
 
 
-def measure(row: Row, receiver: Receiver, parts: list[Path], files: list[Path]) -> Row:
+def measure(
+    row: Row, receiver: Receiver, parts: list[Path], files: list[Path], sender_nodelay: bool = False
+) -> Row:
     cpu_before = tree_cpu_seconds(receiver.proc.pid)
     with TreeRss(receiver.proc.pid) as rss:
-        row.seconds = send(receiver.port, parts)
+        row.seconds = send(receiver.port, parts, sender_nodelay)
         row.stored = _wait_stored(receiver, len(files))
     row.cpu_seconds = tree_cpu_seconds(receiver.proc.pid) - cpu_before
     row.images = len(files)
     row.mbytes = sum(p.stat().st_size for p in files) / 1e6
     row.peak_rss_mib = rss.peak_kib / 1024
+    row.load = load_average()
     if row.stored != row.images:
         row.notes.append(f"only {row.stored} of {row.images} stored")
     print(
         f"  {row.receiver:38} {row.workload:14} x{row.associations}: {row.images_per_second:7.1f} img/s "
         f"{row.mb_per_second:7.1f} MB/s  CPU {row.cpu_ms_per_image:6.1f} ms/img  "
-        f"peak RSS {row.peak_rss_mib:6.1f} MiB  stored {row.stored}",
+        f"peak RSS {row.peak_rss_mib:6.1f} MiB  stored {row.stored}  load {row.load:.2f}",
         flush=True,
     )
     return row
@@ -439,28 +448,49 @@ def _wait_stored(receiver: Receiver, expected: int, timeout: float = 10.0) -> in
 
 
 # --- what the disk allows ----------------------------------------------------------------
+DISK_WRITES = 200
+
+
 @dataclass
 class Disk:
-    fsync_ms: float  # write 0.5 MB, fsync it, rename it into place, fsync the directory
+    fsync_ms: float  # write 0.5 MB and fsync it
+    durable_ms: float  # what our SCP does per image: fsync the spooled 0.5 MB, rename, fsync the directory
     sequential_mb_s: float  # 200 MB written and fsynced
+
+    def bound(self, cpu_ms_per_image: float) -> float:
+        """Images/s of one association with a synchronous sender: one durable write + the CPU, serially."""
+        return 1000 / (self.durable_ms + cpu_ms_per_image)
+
+
+def _fsync_path(path: Path, flags: int = 0) -> None:
+    fd = os.open(path, os.O_RDONLY | flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def measure_disk(directory: Path) -> Disk:
     """The durable-write costs that bound any receiver that fsyncs, on the bench's own disk."""
-    directory.mkdir()
+    spool, store = directory / "spool", directory / "store"
+    spool.mkdir(parents=True)
+    store.mkdir()
     data = os.urandom(512 * 1024)
     started = time.perf_counter()
-    for index in range(50):
-        partial, final = directory / f"{index}.partial", directory / f"{index}.dcm"
-        with partial.open("wb") as out:
+    for index in range(DISK_WRITES):
+        with (spool / f"f{index}").open("wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(partial, final)
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        os.fsync(fd)
-        os.close(fd)
-    fsync_ms = (time.perf_counter() - started) / 50 * 1000
+    fsync_ms = (time.perf_counter() - started) / DISK_WRITES * 1000
+    for index in range(DISK_WRITES):  # not timed: the spool file is written before the handler runs
+        (spool / f"d{index}").write_bytes(data)
+    started = time.perf_counter()
+    for index in range(DISK_WRITES):
+        _fsync_path(spool / f"d{index}")
+        os.replace(spool / f"d{index}", store / f"{index}.dcm")
+        _fsync_path(store, os.O_DIRECTORY)
+    durable_ms = (time.perf_counter() - started) / DISK_WRITES * 1000
     block = os.urandom(4 * 1024 * 1024)
     started = time.perf_counter()
     with (directory / "sequential").open("wb") as out:
@@ -470,17 +500,48 @@ def measure_disk(directory: Path) -> Disk:
         os.fsync(out.fileno())
     sequential = 50 * len(block) / 1e6 / (time.perf_counter() - started)
     shutil.rmtree(directory)
-    return Disk(fsync_ms, sequential)
+    return Disk(fsync_ms, durable_ms, sequential)
+
+
+# --- a quiet machine ---------------------------------------------------------------------
+QUIET_LOAD = 1.0
+QUIET_POLL_SECONDS = 30.0
+QUIET_WAIT_SECONDS = 20 * 60
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def wait_until_quiet() -> float:
+    """Other work on the machine (tests, other benchmarks) skews every figure: wait for a 1-minute
+    load average <= QUIET_LOAD, at most QUIET_WAIT_SECONDS; returns the load the run starts at."""
+    deadline = time.monotonic() + QUIET_WAIT_SECONDS
+    while (load := load_average()) > QUIET_LOAD and time.monotonic() < deadline:
+        print(f"load average {load:.2f} > {QUIET_LOAD}: waiting for a quiet machine ...", flush=True)
+        time.sleep(QUIET_POLL_SECONDS)  # polling interval of the load check
+    if load > QUIET_LOAD:
+        print(f"still busy (load {load:.2f}); measuring anyway, the figures will say so", flush=True)
+    return load
 
 
 # --- the runs -----------------------------------------------------------------------------
-def run_all(tmp: Path) -> list[Row]:
+def export_revision(revision: str, directory: Path) -> Path:
+    """The repository at ``revision`` (``git archive``), to run its SCP next to this one."""
+    directory.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    return directory
+
+
+def run_all(tmp: Path, baseline: str | None) -> list[Row]:
     print("generating data ...", flush=True)
     ct = make_ct_study(tmp / "ct")
     large = make_large_objects(tmp / "big")
     ct_parts = {1: split(ct, 1, tmp / "ct1"), 4: split(ct, 4, tmp / "ct4")}
     large_parts = split(large, 1, tmp / "large1")
     stock = {"DICOM_SCP_STOCK_RECEIVE": "1"}
+    before = export_revision(baseline, tmp / "baseline") if baseline else None
     rows: list[Row] = []
     counter = iter(range(1000))
 
@@ -498,10 +559,18 @@ def run_all(tmp: Path) -> list[Row]:
         with dcmtk_storescp(work(), associations, nodelay=True) as r:
             name = "dcmtk storescp, TCP_NODELAY=1"
             rows.append(measure(Row(name, ct_load, associations), r, parts, ct))
+        with dcmtk_storescp(work(), associations, nodelay=True) as r:
+            name = "dcmtk storescp, TCP_NODELAY=1 on both ends"
+            rows.append(measure(Row(name, ct_load, associations), r, parts, ct, sender_nodelay=True))
         with pynetdicom_storescp(work(), associations) as r:
             rows.append(measure(Row("pynetdicom storescp app", ct_load, associations), r, parts, ct))
         with our_scp(work(), "file", 1, stock) as r:
             rows.append(measure(Row("ours, file, stock receive path", ct_load, associations), r, parts, ct))
+        if before:
+            with our_scp(work(), "file", 1, {}, source=before) as r:
+                rows.append(
+                    measure(Row(f"ours @{baseline}, file, 1 worker", ct_load, associations), r, parts, ct)
+                )
         for workers in (1, 2) if associations > 1 else (1,):
             with our_scp(work(), "file", workers, {}) as r:
                 name = f"ours, file, {workers} worker{'s' if workers > 1 else ''}"
@@ -510,6 +579,10 @@ def run_all(tmp: Path) -> list[Row]:
         rows.append(measure(Row("dcmtk storescp (reference)", large_load, 1), r, large_parts, large))
     with our_scp(work(), "file", 1, stock) as r:
         rows.append(measure(Row("ours, file, stock receive path", large_load, 1), r, large_parts, large))
+    if before:
+        with our_scp(work(), "file", 1, {}, source=before) as r:
+            name = f"ours @{baseline}, file, 1 worker"
+            rows.append(measure(Row(name, large_load, 1), r, large_parts, large))
     with our_scp(work(), "file", 1, {}) as r:
         rows.append(measure(Row("ours, file, 1 worker", large_load, 1), r, large_parts, large))
     with moto_server() as endpoint:
@@ -524,7 +597,25 @@ def run_all(tmp: Path) -> list[Row]:
     return rows
 
 
-def table(rows: list[Row], disk: Disk) -> str:
+def table(rows: list[Row], disk: Disk, load_before: float, baseline: str | None) -> str:
+    ours = next(
+        (
+            r
+            for r in rows
+            if r.receiver == "ours, file, 1 worker" and r.associations == 1 and r.workload[:2] == "CT"
+        ),
+        None,
+    )
+    bound = ""
+    if ours:
+        cpu = ours.cpu_ms_per_image
+        bound = (
+            " With one association and a synchronous sender (the next image is sent after the response), "
+            "images/s <= 1 / (durable write + CPU per image), roughly (the CPU figure also counts the "
+            "kernel's share of the writes): for ours on the file backend "
+            f"1000 / ({disk.durable_ms:.1f} + {cpu:.1f}) = {disk.bound(cpu):.0f} images/s on this disk "
+            f"(measured: {ours.images_per_second:.0f})."
+        )
     lines = [
         "## Store SCP",
         "",
@@ -534,34 +625,103 @@ def table(rows: list[Row], disk: Disk) -> str:
         "images/s on one association, >= 450 images/s on 4, >= 400 MB/s for 50 MB objects with peak RSS "
         "<= 64 MiB.",
         "",
-        f"This disk, measured by the bench: one durable 0.5 MB write (write, fsync, rename, fsync the "
-        f"directory) takes {disk.fsync_ms:.1f} ms; sequential writes with fsync reach "
-        f"{disk.sequential_mb_s:.0f} MB/s. Our SCP does that for every image before it answers; the "
-        "other receivers do not fsync.",
+        f"Load: the 1-minute load average was {load_before:.2f} when the run started (the bench waits for "
+        f"<= {QUIET_LOAD} before it starts); the load column is the 1-minute load average at the end of "
+        "each row, which includes the bench's own sender and receiver (about 1-2 while they run).",
         "",
+        f"This disk, measured by the bench ({DISK_WRITES} writes each): writing 0.5 MB and fsyncing it takes "
+        f"{disk.fsync_ms:.1f} ms; what our SCP does per image before it answers (fsync the spooled 0.5 MB, "
+        f"rename it into the store, fsync the directory) takes {disk.durable_ms:.1f} ms; sequential writes "
+        f"with fsync reach {disk.sequential_mb_s:.0f} MB/s. The other receivers do not fsync.{bound}",
+        "",
+    ]
+    if baseline:
+        lines += [
+            f'"ours @{baseline}" rows run the SCP of revision `{baseline}` (before this round\'s changes) '
+            "in the same run, for a before/after under the same conditions.",
+            "",
+        ]
+    lines += [
         "| receiver | workload | associations | images/s | MB/s | receiver CPU ms/image | peak RSS (MiB) "
-        "| stored |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stored | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         stored = f"{r.stored}/{r.images}" + (f" ({'; '.join(r.notes)})" if r.notes else "")
         lines.append(
             f"| {r.receiver} | {r.workload} | {r.associations} | {r.images_per_second:.0f} "
-            f"| {r.mb_per_second:.0f} | {r.cpu_ms_per_image:.1f} | {r.peak_rss_mib:.0f} | {stored} |"
+            f"| {r.mb_per_second:.0f} | {r.cpu_ms_per_image:.1f} | {r.peak_rss_mib:.0f} | {stored} "
+            f"| {r.load:.1f} |"
         )
-    lines += ["", HOW_MEASURED, "", FINDINGS]
+    lines += ["", *against_targets(rows, disk, baseline), "", HOW_MEASURED, "", FINDINGS]
     return "\n".join(lines) + "\n"
 
 
+def _row(rows: list[Row], receiver: str, workload: str, associations: int) -> Row | None:
+    return next(
+        (
+            r
+            for r in rows
+            if r.receiver == receiver and r.workload.startswith(workload) and r.associations == associations
+        ),
+        None,
+    )
+
+
+def against_targets(rows: list[Row], disk: Disk, baseline: str | None) -> list[str]:
+    """Our file-backend rows against the targets, with the baseline's where it ran, from this run."""
+    before = f"ours @{baseline}, file, 1 worker" if baseline else None
+
+    def figure(receiver: str | None, workload: str, associations: int, unit: str) -> str:
+        row = _row(rows, receiver, workload, associations) if receiver else None
+        if row is None:
+            return "-"
+        value = row.images_per_second if unit == "images/s" else row.mb_per_second
+        return (
+            f"{value:.0f} {unit} (peak RSS {row.peak_rss_mib:.0f} MiB)"
+            if unit == "MB/s"
+            else f"{value:.0f} {unit}"
+        )
+
+    best_four = max(
+        (
+            r
+            for r in rows
+            if r.receiver.startswith("ours, file, ") and r.workload.startswith("CT") and r.associations == 4
+        ),
+        key=lambda r: r.images_per_second,
+        default=None,
+    )
+    four = f"{best_four.images_per_second:.0f} images/s ({best_four.receiver})" if best_four else "-"
+    one = _row(rows, "ours, file, 1 worker", "CT", 1)
+    bound = f"{disk.bound(one.cpu_ms_per_image):.0f} images/s" if one else "-"
+    return [
+        "### Against the targets (file backend, this run)",
+        "",
+        "| target | before" + (f" (`{baseline}`)" if baseline else "") + " | now | what this disk allows |",
+        "|---|---|---|---|",
+        f"| >= 250 images/s, 1 association | {figure(before, 'CT', 1, 'images/s')} "
+        f"| {figure('ours, file, 1 worker', 'CT', 1, 'images/s')} "
+        f"| {bound} (1 / (durable write + CPU per image)) |",
+        f"| >= 450 images/s, 4 associations | {figure(before, 'CT', 4, 'images/s')} | {four} "
+        "| more than one association: fsyncs of different associations can share a journal commit |",
+        f"| >= 400 MB/s for 50 MB objects, peak RSS <= 64 MiB | {figure(before, '20 x', 1, 'MB/s')} "
+        f"| {figure('ours, file, 1 worker', '20 x', 1, 'MB/s')} "
+        f"| {disk.sequential_mb_s:.0f} MB/s (sequential write + fsync) |",
+    ]
+
+
 HOW_MEASURED = """\
-How measured (`python -m bench.scp`, about 2-3 minutes):
+How measured (`python -m bench.scp`, about 4-6 minutes once the machine is quiet;
+`BENCH_SCP_BASELINE=<git revision>` adds rows for that revision's SCP):
 - Data is generated once (`cli/synthetic.py`): 500 CT images of 512x512x16 bit (~0.5 MB each), and
   one 5000x5000x16 bit CT image copied to 20 objects of ~50 MB with fresh SOP Instance UIDs.
 - Each receiver is started as its own process on a free loopback port: our SCP with `python -m scp`
-  (SCP_* environment, default 1 MiB maximum PDU; the bench waits for its readiness line), dcmtk
-  `storescp -od <dir>` (default 16 KB PDU; `--fork` for 4 associations, since it serves one
-  association at a time otherwise), `python -m pynetdicom storescp -od <dir>`. S3 rows run moto
-  server in a separate process.
+  (SCP_* environment, default 1 MiB maximum PDU, spool and store directories on the same
+  filesystem; the bench waits for its readiness line), dcmtk `storescp -od <dir>` (default 16 KB
+  PDU; `--fork` for 4 associations, since it serves one association at a time otherwise),
+  `python -m pynetdicom storescp -od <dir>`. S3 rows run moto server in a separate process.
+  Baseline rows run `python -m scp` from a `git archive` of the baseline revision.
 - images/s and MB/s: files / bytes (10^6) divided by the wall clock from starting the `storescu`
   processes to the last one's exit. 4 associations = 4 `storescu` processes on 4 quarters of the files.
 - receiver CPU ms/image: user + system CPU of the receiver's process tree during the row, per
@@ -569,42 +729,46 @@ How measured (`python -m bench.scp`, about 2-3 minutes):
 - The sender is dcmtk `storescu` as shipped (Nagle's algorithm on). dcmtk `storescp` also leaves
   Nagle on unless `TCP_NODELAY=1` is set in its environment, and writes each C-STORE response in
   more than one piece, so with its defaults every image waits for a delayed ACK (~40 ms): both
-  settings are shown.
+  settings are shown, and a row with `TCP_NODELAY=1` for `storescu` too (what this machine does
+  for a receiver that does not fsync and a sender without Nagle).
 - peak RSS: the largest sum of VmRSS over the receiver's process tree, sampled every 50 ms, and at
   least the largest VmHWM of one process. The senders are not counted.
 - stored: files found in the receiver's storage afterwards. Our SCP fsyncs each object (and its
   directory) before it answers 0x0000; dcmtk and pynetdicom's apps write without fsync.
 - "stock receive path" rows run our SCP with `DICOM_SCP_STOCK_RECEIVE=1`: pynetdicom 3.0.4's own
-  polling reactors and 4 KB socket reads instead of `scp/fast_transport.py`.
+  polling reactors, 4 KB socket reads and spooling instead of `scp/fast_transport.py`.
 - The machine is shared by sender, receiver (and moto): on 2 cores the sender's CPU is part of
   every figure."""
 
 
 FINDINGS = """\
-### Where the time goes, what changed, and the targets
+### Where the time goes, what changed
 
-- Per 0.5 MB image our SCP spends its CPU on: pynetdicom receiving and decoding the P-DATA PDUs and
-  writing its spool file (with a file meta header built by pydicom), pydicom reading the header
-  for the Study/Series UIDs, copying the spool file into the store while hashing it, the response,
-  and hand-offs between the two threads of each association. Then it waits for the durable write
-  (the disk line above), serially: the sender waits for each response before the next image.
-- `scp/fast_transport.py` (compare the "stock receive path" rows): the DUL thread blocks in
-  `select` on the socket and a wake-up socket instead of 1 ms sleeps, reads each PDU with one
-  `recv_into` instead of 4 KB reads, sets TCP_QUICKACK before reads (a sender with Nagle on would
-  otherwise wait for our delayed ACK at the end of each PDU); the association thread is woken by
-  the DUL instead of polling; plain C-STORE responses are encoded to bytes directly (pydicom
-  Dataset encoding cost ~2 ms per image), one write each. TCP_NODELAY is set on accepted sockets.
-- `SCP_WORKERS` > 1 runs several processes on the port (SO_REUSEPORT), so associations can use
-  more than one core; it only pays off when a second core is free for the SCP (the senders run on
-  the same 2 cores here).
-- The targets (>= 250 images/s on one association, >= 450 on 4, >= 400 MB/s for 50 MB objects at
-  <= 64 MiB) are not reached on this machine. One association is bounded by CPU per image plus one
-  fsync'ed write per image; 50 MB objects are written twice (spool, then store), each fsynced by
-  the end, on a disk that writes at the sequential rate shown above. Peak RSS does not grow with
-  the object size: it is the process baseline (Python, pydicom, pynetdicom, pydantic).
-- Next steps, by expected gain: move the spool file into the store by rename instead of copying it
-  (same filesystem; halves the disk writes of large objects); hash while spooling; read the UIDs
-  from the first PDU's bytes instead of re-opening the file with pydicom."""
+- Per image our SCP receives the PDUs, spools the dataset, answers, and in between makes it
+  durable: fsync the spooled file, rename it into the store, fsync the directory. The sender waits
+  for each response before it sends the next image, so one association runs these in series; the
+  durable write alone is the "durable write" figure above.
+- This round (compare the baseline rows): the dataset is spooled by `scp/spool.py` as it arrives,
+  hashed (SHA-256) and its first 64 KB kept on the way; the Study/Series UIDs are read from those
+  bytes (`scp/header.py`, pydicom only when they do not settle it); the file backend renames the
+  spool file into place instead of copying it (one write of the data instead of two, no second
+  hash pass); P-DATA values are memoryviews into the one buffer each PDU is received into
+  (pynetdicom made three more PDU-sized copies: about 1.6 ms of CPU per 0.5 MB image here);
+  `python -m scp` keeps pydicom's optional numpy and requests imports out (~17 MiB of RSS).
+- Earlier rounds: `scp/fast_transport.py` (compare the "stock receive path" rows) waits in
+  `select` instead of 1 ms sleeps, reads whole PDUs with `recv_into`, sets TCP_QUICKACK so a
+  sender with Nagle on does not wait for our delayed ACK, and encodes C-STORE responses directly;
+  TCP_NODELAY on accepted sockets.
+- `SCP_WORKERS` > 1 runs several processes on the port (SO_REUSEPORT); it pays off only when a
+  second core is free for the SCP (the senders run on the same 2 cores here).
+- What is left per image is mostly pynetdicom's own work (state machine, command set decoding
+  with pydicom, the hand-off between the connection thread and the association thread) and the
+  two fsyncs (two journal commits on ext4). Both fsyncs are kept on purpose: the data must be
+  durable before the rename makes it visible under its key, and the directory entry before the
+  response; acknowledgements are not batched."""
+
+
+BASELINE_ENV = "BENCH_SCP_BASELINE"  # a git revision whose SCP runs next to this one (before/after)
 
 
 def main() -> int:
@@ -612,10 +776,12 @@ def main() -> int:
     if missing:
         print(f"dcmtk tools missing: {', '.join(missing)} (make dcmtk)", file=sys.stderr)
         return 2
+    baseline = os.environ.get(BASELINE_ENV) or None
+    load_before = wait_until_quiet()
     with tempfile.TemporaryDirectory(prefix="bench-scp-") as tmp:
         disk = measure_disk(Path(tmp) / "disk")
-        rows = run_all(Path(tmp))
-    text = table(rows, disk)
+        rows = run_all(Path(tmp), baseline)
+    text = table(rows, disk, load_before, baseline)
     print(text)
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(text)
