@@ -1,9 +1,12 @@
-"""The import job runner: one background thread that moves jobs through their states.
+"""The import job runner: one scheduler thread that moves jobs through their states.
 
 A job stays SUBMITTED for half of ``job_seconds``, then turns IN_PROGRESS and is imported (the
 objects under ``inputS3Uri`` are listed and read from the S3 endpoint, image sets updated, results
 written to the job's output folder), and ends COMPLETED or FAILED no earlier than ``job_seconds``
 after submission. Waiting is done on a condition variable, so ``stop()`` is immediate.
+Up to ``JOB_WORKERS`` jobs import at the same time (as HealthImaging runs jobs concurrently), and
+a job reads its objects ``READ_WORKERS`` at a time: each read is a round trip to the S3 endpoint,
+so one job at a time, one object at a time left most of the time waiting.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +33,8 @@ from cli.local.ahi.state import ImportJob, Registry, now_utc
 log = logging.getLogger(__name__)
 
 MAX_NESTED_FOLDERS = 10_000  # per import job (AWS HealthImaging quota)
+JOB_WORKERS = 4  # import jobs running at the same time
+READ_WORKERS = 8  # objects one job reads at the same time
 
 
 class JobFailed(Exception):
@@ -58,6 +64,7 @@ class JobRunner:
         self._faults = faults
         self._s3_client = s3_client
         self._s3: Any = None
+        self._client_lock = threading.Lock()
         self._job_seconds = job_seconds
         self._max_folders = max_nested_folders
         self._queue: list[tuple[float, int, _Step]] = []
@@ -65,9 +72,11 @@ class JobRunner:
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._jobs: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
         self._stopping = False
+        self._jobs = ThreadPoolExecutor(max_workers=JOB_WORKERS, thread_name_prefix="ahi-emulator-job")
         self._thread = threading.Thread(target=self._run, name="ahi-emulator-jobs", daemon=True)
         self._thread.start()
 
@@ -78,6 +87,9 @@ class JobRunner:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        if self._jobs is not None:
+            self._jobs.shutdown(wait=True, cancel_futures=True)
+            self._jobs = None
 
     def submit(self, job: ImportJob) -> None:
         self._schedule(time.monotonic() + self._job_seconds / 2, _Step(job.id, finish=False))
@@ -96,13 +108,16 @@ class JobRunner:
                 if self._stopping:
                     return
                 _, _, step = heapq.heappop(self._queue)
-            try:
-                self._perform(step)
-            except Exception:  # never let one job kill the runner
-                log.exception("import job %s: emulator error", step.job_id)
-                self._registry.set_status(
-                    step.job_id, "FAILED", "Internal error in the HealthImaging emulator"
-                )
+                jobs = self._jobs
+            if jobs is not None:
+                jobs.submit(self._perform_safely, step)
+
+    def _perform_safely(self, step: _Step) -> None:
+        try:
+            self._perform(step)
+        except Exception:  # never let one job kill the runner
+            log.exception("import job %s: emulator error", step.job_id)
+            self._registry.set_status(step.job_id, "FAILED", "Internal error in the HealthImaging emulator")
 
     def _perform(self, step: _Step) -> None:
         if step.finish:
@@ -129,9 +144,10 @@ class JobRunner:
 
     # --- the import itself ----------------------------------------------------------------
     def _client(self) -> Any:
-        if self._s3 is None:
-            self._s3 = self._s3_client()
-        return self._s3
+        with self._client_lock:  # boto3 clients are thread-safe; build one, not one per thread
+            if self._s3 is None:
+                self._s3 = self._s3_client()
+            return self._s3
 
     def _import(self, job: ImportJob) -> ImportResult:
         if job.fail_injected:
@@ -140,17 +156,13 @@ class JobRunner:
         bucket, _ = split_s3_uri(job.input_s3_uri)
         result = ImportResult(scanned=len(keys))
         parsed: list[ParsedInstance] = []
-        for key in keys:
-            try:
-                instance = self._read(bucket, key)
-            except InstanceRejected as exc:
-                result.failures.append(FileFailure(key, str(exc)))
-            except (ClientError, BotoCoreError) as exc:
-                result.failures.append(
-                    FileFailure(key, f"Unable to read the object: {_code(exc)}", SERVER_ERROR)
-                )
+        with ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="ahi-emulator-read") as pool:
+            outcomes = list(pool.map(lambda key: self._read_or_failure(bucket, key), keys))
+        for outcome in outcomes:
+            if isinstance(outcome, FileFailure):
+                result.failures.append(outcome)
             else:
-                parsed.append(instance)
+                parsed.append(outcome)
         placed = self._catalog.import_instances(job.datastore_id, parsed, now_utc())
         result.imported = [(instance, placed[instance.sop_uid]) for instance in parsed]
         try:
@@ -182,6 +194,14 @@ class JobRunner:
                 f"{self._max_folders}"
             )
         return keys
+
+    def _read_or_failure(self, bucket: str, key: str) -> ParsedInstance | FileFailure:
+        try:
+            return self._read(bucket, key)
+        except InstanceRejected as exc:
+            return FileFailure(key, str(exc))
+        except (ClientError, BotoCoreError) as exc:
+            return FileFailure(key, f"Unable to read the object: {_code(exc)}", SERVER_ERROR)
 
     def _read(self, bucket: str, key: str) -> ParsedInstance:
         response = self._client().get_object(Bucket=bucket, Key=key)
