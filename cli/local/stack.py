@@ -28,7 +28,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from cli.local import moto_lambda
+from cli.local import moto_dispatch, moto_lambda
 from components.asl import build_definition
 from components.config import PROJECT_NAME, StackConfig
 from components.layout import (
@@ -126,6 +126,7 @@ class LocalStack:
             self._logger_levels[name] = logger.level
             logger.setLevel(level)
 
+        moto_dispatch.install()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()

@@ -11,11 +11,13 @@ import json
 import urllib.request
 
 import moto
+from moto import backends
 from moto.awslambda.models import LambdaFunction
 from moto.core.config import default_user_config
+from moto.moto_server import werkzeug_app
 from moto.server import ThreadedMotoServer
 
-from cli.local import moto_lambda
+from cli.local import moto_dispatch, moto_lambda
 
 
 def test_moto_is_the_pinned_version():
@@ -63,3 +65,11 @@ def test_the_asl_interpreter_calls_lambda_on_moto_port():
     from moto.settings import moto_server_port
 
     assert "MOTO_PORT" in inspect.getsource(moto_server_port)
+
+
+def test_dispatch_scans_moto_modules_through_the_cached_name():
+    assert "backends.list_of_moto_modules()" in inspect.getsource(werkzeug_app.DomainDispatcherApplication)
+    moto_dispatch.install()
+    assert backends.list_of_moto_modules is moto_dispatch._cached_modules
+    assert list(backends.list_of_moto_modules()) == list(moto_dispatch._ORIGINAL())
+    assert "s3" in backends.list_of_moto_modules() and "dynamodb" in backends.list_of_moto_modules()
