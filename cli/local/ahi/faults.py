@@ -14,14 +14,16 @@ from collections.abc import Callable, Iterable
 START_BURST = 2
 
 
+_JOBS, _STARTS = "fail_next_jobs", "throttle_next_starts"
+
+
 class Faults:
     """What the next calls and jobs should suffer. Thread-safe; counters count down as used."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fail_instances: set[str] = set()
-        self._fail_next_jobs = 0
-        self._throttle_next_starts = 0
+        self._pending = {_JOBS: 0, _STARTS: 0}  # injected failures not used yet
 
     def inject(
         self,
@@ -35,16 +37,13 @@ class Faults:
                 fail_instances = [fail_instances]
             if fail_instances:
                 self._fail_instances.update(str(uid) for uid in fail_instances)
-            if fail_next_jobs:
-                self._fail_next_jobs += int(fail_next_jobs)
-            if throttle_next_starts:
-                self._throttle_next_starts += int(throttle_next_starts)
+            self._pending[_JOBS] += int(fail_next_jobs or 0)
+            self._pending[_STARTS] += int(throttle_next_starts or 0)
 
     def reset(self) -> None:
         with self._lock:
             self._fail_instances.clear()
-            self._fail_next_jobs = 0
-            self._throttle_next_starts = 0
+            self._pending = dict.fromkeys(self._pending, 0)
 
     def instance_fails(self, sop_instance_uid: str) -> bool:
         with self._lock:
@@ -52,17 +51,16 @@ class Faults:
 
     def take_job_failure(self) -> bool:
         """True (once per injected failure) if the job being submitted must end FAILED."""
-        with self._lock:
-            if self._fail_next_jobs > 0:
-                self._fail_next_jobs -= 1
-                return True
-            return False
+        return self._take(_JOBS)
 
     def take_start_throttle(self) -> bool:
         """True (once per injected throttle) if this StartDICOMImportJob call is throttled."""
+        return self._take(_STARTS)
+
+    def _take(self, kind: str) -> bool:
         with self._lock:
-            if self._throttle_next_starts > 0:
-                self._throttle_next_starts -= 1
+            if self._pending[kind] > 0:
+                self._pending[kind] -= 1
                 return True
             return False
 
