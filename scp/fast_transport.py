@@ -58,6 +58,8 @@ TIMER_TICK = 0.05  # longest wait without an event: ARTIM and idle timers are ch
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 _P_DATA_TF = 0x04
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ ... A-ABORT (PS3.8 9.3.1)
+_LONGEST_OTHER_PDU = 1024 * 1024  # association and release PDUs are a few KB
+_LONGEST_UNLIMITED_PDU = 256 * 1024 * 1024  # SCP_MAX_PDU=0 (unlimited) still has a ceiling
 
 
 def enabled() -> bool:
@@ -187,8 +189,11 @@ class EventDrivenDUL(DULServiceProvider):
             if len(header) < 6:
                 raise ConnectionError("closed before a PDU header")
             pdu_type, _, length = struct.unpack(">BBL", header)
-            if pdu_type not in _PDU_TYPES:
-                log.error("unknown PDU type received", extra={"fields": {"pduType": pdu_type}})
+            if pdu_type not in _PDU_TYPES or length > self._longest_pdu(pdu_type):
+                # Also what keeps a peer from making us allocate whatever length it claims.
+                log.error(
+                    "invalid PDU header received", extra={"fields": {"pduType": pdu_type, "length": length}}
+                )
                 self.event_queue.put("Evt19")
                 return
             body = wrapper.recv(length)
@@ -209,6 +214,12 @@ class EventDrivenDUL(DULServiceProvider):
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+    def _longest_pdu(self, pdu_type: int) -> int:
+        """P-DATA-TF: our maximum PDU length (PS3.8 D.1), unless unlimited; others: a fixed bound."""
+        if pdu_type != _P_DATA_TF:
+            return _LONGEST_OTHER_PDU
+        return int(self.assoc.acceptor.maximum_length or _LONGEST_UNLIMITED_PDU)
 
     def _wait_for_work(self) -> None:
         if not self.to_provider_queue.empty():

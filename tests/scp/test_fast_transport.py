@@ -197,3 +197,15 @@ def _response(status: int, instance_uid: str) -> C_STORE:
     response.AffectedSOPInstanceUID = instance_uid
     response.Status = status
     return response
+
+
+def test_a_pdu_longer_than_our_maximum_aborts_the_association_without_allocating_it(tmp_path):
+    path = write_instance(tmp_path / "1.dcm")
+    with StoreScp(_settings(tmp_path, max_pdu=16384)) as scp:
+        liar = associate(scp.port, file_contexts([path]))
+        assert liar.is_established
+        # A P-DATA-TF header claiming 2 GB (16384 negotiated): the SCP must not try to read it.
+        liar.dul.socket.socket.sendall(b"\x04\x00" + (2**31).to_bytes(4, "big"))
+        wait_for(lambda: liar.is_aborted, what="the SCP's A-ABORT")
+        wait_for(lambda: scp.sessions.count() == 0, what="the session to end")
+        assert send_files(scp.port, [path]) == [0]  # and it goes on serving
