@@ -27,24 +27,36 @@ class CliError(Exception):
 
 
 class UsageProblem(CliError):
+    """A bad option or combination of options."""
+
     exit_code = EXIT_USAGE
 
 
 class ConfigProblem(CliError):
+    """A stack or SCP setting is invalid or the stack config cannot be read."""
+
     exit_code = EXIT_USAGE
 
 
 class MissingOutput(CliError):
+    """The stack has not exported an output the command needs (not deployed yet?)."""
+
     exit_code = EXIT_USAGE
 
 
 class Unreachable(CliError):
+    """A host, port or AWS endpoint did not answer."""
+
     exit_code = EXIT_UNREACHABLE
 
 
 class Rejected(CliError):
+    """The peer refused us: association rejected (AE title, allow list) or nothing negotiated."""
+
     exit_code = EXIT_REJECTED
 
 
 class OperationFailed(CliError):
+    """The request ran but did not succeed: not stored, job failed, check failed."""
+
     exit_code = EXIT_FAILED
