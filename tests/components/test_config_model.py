@@ -57,3 +57,12 @@ def test_missing_stack_file_lists_known_stacks(tmp_path):
     (tmp_path / "Pulumi.prod.yaml").write_text("config: {}\n")
     with pytest.raises(ConfigError, match="known stacks: prod"):
         load_stack(tmp_path, "qa")
+
+
+def test_scp_allow_list_takes_addresses_and_blocks_as_written():
+    settings = ScpSettings.from_environ({"SCP_ALLOWED_CIDRS": "192.168.1.20, 10.0.0.0/8"})
+    assert settings.allowed_cidrs == ["192.168.1.20", "10.0.0.0/8"]
+    with pytest.raises(ConfigError) as info:
+        ScpSettings.from_environ({"SCP_ALLOWED_CIDRS": "10.0.0.300"})
+    (problem,) = info.value.problems
+    assert problem.startswith("SCP_ALLOWED_CIDRS:") and "is not an IP address or CIDR block" in problem

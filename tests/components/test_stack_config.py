@@ -120,3 +120,33 @@ def test_group_and_cross_group_errors_are_reported_together_per_group():
         "serviceTaskCpu",
         "monitoringAlarmEmail",
     ]
+
+
+@pytest.mark.parametrize(
+    "key", ["networkFlowLogsRetentionDays", "serviceLogRetentionDays", "functionsLogRetentionDays"]
+)
+def test_log_retention_outside_cloudwatch_periods_is_one_message_in_every_group(key):
+    (problem,) = problems_of({key: "10"})
+    assert problem.startswith(f"{key}:") and "one of 1, 3, 5, 7, 14, 30" in problem
+    assert "(got '10')" in problem
+    group, field = flat_keys()[key]
+    assert getattr(getattr(from_flat({key: "14"}, stack="dev"), group), field) == 14
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("networkVpcId", "vpc-XYZ", "is not a VPC id like vpc-0123456789abcdef0"),
+        ("healthImagingDatastoreId", "short", "is not a datastore id"),
+        ("storageReplicationRegion", "Frankfurt", "is not an AWS region like eu-central-1"),
+        ("monitoringAlarmEmail", "ops-at-example", "is not an e-mail address"),
+    ],
+)
+def test_malformed_optional_id_is_named_with_an_example(key, value, fragment):
+    (problem,) = problems_of({key: value})
+    assert problem.startswith(f"{key}:") and fragment in problem
+
+
+def test_load_balancer_cidrs_are_normalised_blocks():
+    config = from_flat({"loadBalancerAllowedCidrs": "10.1.0.0/16, 192.168.7.0/24"}, stack="dev")
+    assert config.loadBalancer.allowed_cidrs == ["10.1.0.0/16", "192.168.7.0/24"]
