@@ -20,7 +20,9 @@ def main(argv: list[str]) -> int:
     names = argv or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(MODULES)}", file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(MODULES)}", file=sys.stderr
+        )
         return 2
     failed = []
     for name in names:
@@ -28,7 +30,9 @@ def main(argv: list[str]) -> int:
         if subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT).returncode != 0:
             failed.append(name)
     sections = [p.read_text() for p in sorted(RESULTS.glob("*.md"))]
-    header = "# Benchmarks\n\nMeasured with `make bench` on the 2-core development machine; re-run to refresh.\n\n"
+    header = (
+        "# Benchmarks\n\nMeasured with `make bench` on the 2-core development machine; re-run to refresh.\n\n"
+    )
     (ROOT / "docs" / "benchmarks.md").write_text(header + "\n".join(sections))
     if failed:
         print(f"benchmarks that failed: {', '.join(failed)}", file=sys.stderr)
