@@ -21,6 +21,10 @@ _cache: dict[tuple, Any] = {}
 # StartDICOMImportJob is throttled at ~1 request/s: let the state machine's Retry (with jitter)
 # own the backoff instead of hiding it inside one Lambda invocation.
 NO_SDK_RETRIES = {"mode": "standard", "total_max_attempts": 1}
+# Keep-alive connections per client: at least the handlers' thread pools (validation and the
+# sweeper read 16 objects at a time). With botocore's default of 10, the extra threads opened a
+# new connection per request (the largest cost of validation in the workflow benchmark).
+MAX_POOL_CONNECTIONS = 16
 
 
 def client(service: str, *, retries: dict[str, Any] | None = None) -> Any:
@@ -29,7 +33,7 @@ def client(service: str, *, retries: dict[str, Any] | None = None) -> Any:
     with _lock:
         found = _cache.get(key)
         if found is None:
-            config = Config(retries=retries) if retries else None
+            config = Config(max_pool_connections=MAX_POOL_CONNECTIONS, retries=retries)
             found = boto3.session.Session().client(service, config=config)
             _cache[key] = found
         return found

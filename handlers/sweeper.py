@@ -36,7 +36,7 @@ from handlers.runtime import environment, lambda_entry_point, powertools
 
 logger, metrics, tracer = powertools()
 
-PARALLELISM = 16
+PARALLELISM = aws.MAX_POOL_CONNECTIONS  # more threads than pooled connections open new ones
 
 
 def _folders(s3: Any, bucket: str, prefix: str) -> Iterator[str]:

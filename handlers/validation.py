@@ -17,11 +17,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from components.layout import BatchManifest, ManifestInstance
-from handlers import objects
+from handlers import aws, objects
 from handlers.dicom_header import HEADER_PROBE_BYTES, NotPart10, Truncated, parse_header
 from handlers.errors import ManifestError, classify
 
-PARALLELISM = 16
+PARALLELISM = aws.MAX_POOL_CONNECTIONS  # more threads than pooled connections open new ones
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from botocore.config import Config
 from cli.local.ahi.faults import Faults, TokenBucket
 from cli.local.ahi.http import ApiServer
 from cli.local.ahi.imagesets import ImageSetCatalog
-from cli.local.ahi.importer import MAX_NESTED_FOLDERS, JobRunner
+from cli.local.ahi.importer import MAX_CONCURRENT_READS, MAX_NESTED_FOLDERS, JobRunner
 from cli.local.ahi.model import ApiModel
 from cli.local.ahi.operations import Operations
 from cli.local.ahi.state import Registry
@@ -123,6 +123,10 @@ class AhiEmulator:
             "s3",
             endpoint_url=self.s3_endpoint_url,
             region_name=self.region,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}),
+            config=Config(
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                max_pool_connections=MAX_CONCURRENT_READS,  # one kept-alive connection per reader
+            ),
             **credentials,
         )

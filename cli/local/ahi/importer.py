@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 MAX_NESTED_FOLDERS = 10_000  # per import job (AWS HealthImaging quota)
 JOB_WORKERS = 4  # import jobs running at the same time
 READ_WORKERS = 8  # objects one job reads at the same time
+MAX_CONCURRENT_READS = JOB_WORKERS * READ_WORKERS
 
 
 class JobFailed(Exception):
