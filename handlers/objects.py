@@ -122,17 +122,24 @@ def quarantine(
 
 
 def clean_up(s3: Any, bucket: str, keys: Iterable[str], mode: str) -> int:
-    """Apply the cleanup mode to imported objects: delete, tag for lifecycle expiry, or keep."""
+    """Apply the cleanup mode to imported objects: delete, tag for lifecycle expiry, or keep.
+
+    Returns how many objects were really cleaned: DeleteObjects can refuse single keys while the
+    request succeeds; those stay behind (the bucket's lifecycle rule still expires them) and are
+    not counted, so the job record never claims more than happened.
+    """
     keys = list(keys)
     if mode == "keep" or not keys:
         return 0
+    refused = 0
     try:
         if mode == "delete":
             for start in range(0, len(keys), DELETE_BATCH):
                 chunk = keys[start : start + DELETE_BATCH]
-                s3.delete_objects(
+                response = s3.delete_objects(
                     Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
                 )
+                refused += len(response.get("Errors", []))
         elif mode == "tag":
             tag = {"TagSet": [{"Key": IMPORTED_TAG[0], "Value": IMPORTED_TAG[1]}]}
             with ThreadPoolExecutor(max_workers=TAGGING_PARALLELISM) as pool:
@@ -141,4 +148,4 @@ def clean_up(s3: Any, bucket: str, keys: Iterable[str], mode: str) -> int:
             raise ValueError(f"unknown cleanup mode {mode!r}")
     except ClientError as exc:
         raise classify(exc) from exc
-    return len(keys)
+    return len(keys) - refused
