@@ -112,7 +112,7 @@ def test_dev_serves_every_command_until_ctrl_c(invoke, dev_stack):
     assert json.loads(invoke("--project-dir", project, "dlq", "list", "--json").stdout) == []
 
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0
+    assert process.wait(timeout=120) == 0
     assert not state_file(project).exists()
     stopped = invoke("--project-dir", project, "status")
     assert stopped.exit_code == 2 and "local stack is not running" in stopped.stderr
