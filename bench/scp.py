@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION, local_client
 from cli.synthetic import write_study
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,11 +44,7 @@ CT_INSTANCES = 500
 LARGE_OBJECTS = 20
 LARGE_SIDE = 5000  # 5000 x 5000 x 16 bit = 50 MB of pixel data
 CALLED_AE = "AHI-GATEWAY"
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+FAKE_AWS = {**FAKE_AWS_ENV, "AWS_DEFAULT_REGION": LOCAL_REGION}
 STARTUP_TIMEOUT = 60.0
 RSS_SAMPLE_SECONDS = 0.05
 
@@ -331,15 +328,7 @@ def moto_server() -> Iterator[str]:
 
 
 def _s3_client(endpoint: str):
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
-        aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-    )
+    return local_client("s3", endpoint)
 
 
 def new_bucket(endpoint: str) -> str:

@@ -29,6 +29,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from cli.local import moto_dispatch, moto_lambda
+from cli.local.credentials import FAKE_AWS_ENV
 from components.asl import build_definition
 from components.config import PROJECT_NAME, StackConfig
 from components.layout import (
@@ -42,11 +43,6 @@ from components.layout import (
 )
 from components.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
 
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "local",
-    "AWS_SECRET_ACCESS_KEY": "local",
-    "AWS_SESSION_TOKEN": "local",
-}
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 POWERTOOLS_ENV = {
     "POWERTOOLS_SERVICE_NAME": "dicom-ingest",
@@ -120,7 +116,7 @@ class LocalStack:
         self.stop()
 
     def start(self) -> None:
-        self._set_env(FAKE_CREDENTIALS | {"AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region})
+        self._set_env(FAKE_AWS_ENV | {"AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region})
         for name, level in QUIET_LOGGERS.items():
             logger = logging.getLogger(name)
             self._logger_levels[name] = logger.level
@@ -155,7 +151,7 @@ class LocalStack:
             "AWS_ENDPOINT_URL_MEDICAL_IMAGING": ahi_url,
             "AWS_DISABLE_HOST_PREFIX_INJECTION": "true",
             "AWS_DEFAULT_REGION": self.region,
-            **{k: v for k, v in FAKE_CREDENTIALS.items() if k != "AWS_SESSION_TOKEN"},
+            **{k: v for k, v in FAKE_AWS_ENV.items() if k != "AWS_SESSION_TOKEN"},
         }
         self._set_env(self.environment)
         self._create_resources()

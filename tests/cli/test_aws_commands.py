@@ -12,11 +12,11 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
-import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
 from cli.errors import EXIT_FAILED, EXIT_USAGE
+from cli.local.credentials import local_client
 from cli.local.stack import create_job_table
 from components.layout import new_batch_id
 from handlers.jobs import JobTable
@@ -47,14 +47,9 @@ def _moto_config(url: str, execute: bool) -> None:
 class Seeded:
     def __init__(self, url: str, tmp_path):
         self.url = url
-        session = boto3.session.Session(
-            region_name="us-east-1",
-            aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-        )
-        self.ddb = session.client("dynamodb", endpoint_url=url)
-        self.sfn = session.client("stepfunctions", endpoint_url=url)
-        self.sqs = session.client("sqs", endpoint_url=url)
+        self.ddb = local_client("dynamodb", url)
+        self.sfn = local_client("stepfunctions", url)
+        self.sqs = local_client("sqs", url)
         self.table = "jobs-cli-test"
         create_job_table(self.ddb, self.table)
         self.machine = self.sfn.create_state_machine(

@@ -6,11 +6,11 @@ import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.scp.harness import FAKE_AWS, ScpProcess
+from cli.local.credentials import local_client
+from tests.scp.harness import ScpProcess
 
 
 @pytest.fixture(scope="session")
@@ -24,13 +24,7 @@ def moto_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def s3(moto_endpoint: str):
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
-        aws_access_key_id=FAKE_AWS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_AWS["AWS_SECRET_ACCESS_KEY"],
-    )
+    return local_client("s3", moto_endpoint)
 
 
 @pytest.fixture

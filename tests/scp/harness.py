@@ -19,13 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION
+
 REPO = Path(__file__).resolve().parents[2]
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+FAKE_AWS = {**FAKE_AWS_ENV, "AWS_DEFAULT_REGION": LOCAL_REGION}
 
 
 def wait_for(

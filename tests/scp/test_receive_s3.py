@@ -8,11 +8,11 @@ import hashlib
 import secrets
 import subprocess
 
-import boto3
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
+from cli.local.credentials import local_client
 from tests.scp.dicom_factory import write_instance
 from tests.scp.harness import FAKE_AWS, FaultyS3Proxy, ScpProcess, http_get, send_files, wait_for
 from tests.scp.manifests import s3_manifests, sha256_hex, wait_s3_manifests
@@ -23,13 +23,7 @@ BIG = 9 * PART + 1234  # 45 MiB of pixel data: 10 parts
 
 @pytest.fixture(scope="module")
 def s3_module(moto_endpoint):
-    return boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name=FAKE_AWS["AWS_DEFAULT_REGION"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return local_client("s3", moto_endpoint)
 
 
 @pytest.fixture(scope="module")
