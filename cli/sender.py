@@ -1,21 +1,21 @@
 """A fast C-STORE sender: from the file, without decoding, over N parallel associations.
 
-Why it is fast: pynetdicom's ``send_c_store(path)`` with ``STORE_SEND_CHUNKED_DATASET`` streams the
-encoded dataset straight from disk (no dcmread, no re-encode), TCP_NODELAY stops Nagle from
-holding back the last PDU of every request, and presentation contexts are proposed exactly as the
-files are encoded (one context per SOP class + transfer syntax) so no conversion is ever needed.
-Scanning reads only the file meta information. Results are collected per instance with the
-DIMSE status, and 0xA7xx (out of resources: the SCP could not store durably) is retried with
-backoff, because the gateway promises that such an instance was not kept.
+Why it is fast: each association is cli/store_client.py's synchronous client (the calling thread
+drives the socket: no polling threads, command sets patched from a template, the dataset bytes
+sent straight from the file), TCP_NODELAY stops Nagle from holding back the last PDU of every
+request, and presentation contexts are proposed exactly as the files are encoded (one context
+per SOP class + transfer syntax) so no conversion is ever needed. Scanning reads only the file
+meta information. Results are collected per instance with the DIMSE status, and 0xA7xx (out of
+resources: the SCP could not store durably) is retried with backoff, because the gateway promises
+that such an instance was not kept; an instance whose association was lost is sent again on a
+new one.
 """
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
+import os
 import queue
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,9 +23,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
-from pydicom.filereader import read_file_meta_info
-from pynetdicom import AE, _config, build_context
+from pynetdicom import build_context
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext
+
+from cli.store_client import VERIFICATION, Association, AssociationFailed, AssociationLost, Peer, TlsFiles
+
+__all__ = [
+    "AssociationFailed",
+    "DicomFile",
+    "InstanceResult",
+    "Peer",
+    "SendReport",
+    "TlsFiles",
+    "echo",
+    "presentation_contexts",
+    "scan",
+    "send_files",
+    "status_text",
+]
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context ids are odd numbers 1..255
 WARNING_STATUSES = {0x0001, 0xB000, 0xB006, 0xB007}  # stored, with coercion or elements discarded
@@ -76,6 +92,7 @@ class DicomFile:
     sop_instance_uid: str
     transfer_syntax_uid: str
     size: int
+    dataset_offset: int  # where the dataset starts, after the file meta information
 
 
 @dataclass
@@ -87,6 +104,7 @@ class InstanceResult:
     attempts: int = 0
     seconds: float = 0.0  # latency of the successful (or last) attempt
     size: int = 0
+    comment: str | None = None  # the peer's Error Comment, if it sent one
 
     @property
     def stored(self) -> bool:
@@ -94,7 +112,9 @@ class InstanceResult:
 
     @property
     def reason(self) -> str:
-        return self.error or status_text(self.status)
+        if self.error:
+            return self.error
+        return status_text(self.status) + (f" ({self.comment})" if self.comment else "")
 
 
 @dataclass
@@ -120,44 +140,6 @@ class SendReport:
         return len(self.stored) / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    """DICOM TLS client settings as plain data (picklable: worker processes build their own context)."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-
-    def context(self) -> ssl.SSLContext:
-        cafile = str(self.ca_file) if self.ca_file else None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.cert_file and self.key_file:
-            context.load_cert_chain(str(self.cert_file), str(self.key_file))
-        return context
-
-
-@dataclass(frozen=True)
-class Peer:
-    host: str
-    port: int
-    called_aet: str
-    calling_aet: str = "DICOMCTL"
-    tls: TlsFiles | None = None
-    acse_timeout: float = 10.0
-    dimse_timeout: float = 60.0
-    network_timeout: float = 60.0
-
-
-class AssociationFailed(Exception):
-    """The peer could not be reached, rejected us, or accepted none of our contexts."""
-
-    def __init__(self, kind: str, detail: str):
-        super().__init__(detail)
-        self.kind = kind  # "unreachable" | "rejected" | "aborted" | "no-contexts"
-        self.detail = detail
-
-
 def _expand(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
@@ -175,7 +157,7 @@ def scan(paths: Iterable[Path]) -> tuple[list[DicomFile], list[InstanceResult]]:
     rejected: list[InstanceResult] = []
     for path in _expand(paths):
         try:
-            meta = read_file_meta_info(path)
+            meta, offset = split_dataset(path)
             found.append(
                 DicomFile(
                     path=path,
@@ -183,6 +165,7 @@ def scan(paths: Iterable[Path]) -> tuple[list[DicomFile], list[InstanceResult]]:
                     sop_instance_uid=str(meta.MediaStorageSOPInstanceUID),
                     transfer_syntax_uid=str(meta.TransferSyntaxUID),
                     size=path.stat().st_size,
+                    dataset_offset=offset,
                 )
             )
         except FileNotFoundError:
@@ -203,58 +186,13 @@ def presentation_contexts(files: Iterable[DicomFile]) -> list[PresentationContex
     return [build_context(sop_class, [ts]) for sop_class, ts in pairs]
 
 
-def _associate(ae: AE, peer: Peer, contexts: list[PresentationContext]):
-    tls_args = (peer.tls.context(), peer.host) if peer.tls else None
-    assoc = ae.associate(
-        peer.host, peer.port, contexts, ae_title=peer.called_aet, max_pdu=0, tls_args=tls_args
-    )
-    if assoc.is_established:
-        sock = getattr(assoc.dul.socket, "socket", None)
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return assoc
-    if assoc.is_rejected:
-        rsp = assoc.acceptor.primitive
-        raise AssociationFailed(
-            "rejected",
-            f"association rejected by {peer.host}:{peer.port} ({rsp.result_str}, source: {rsp.source_str}, "
-            f"reason: {rsp.reason_str})",
-        )
-    if assoc.acceptor.primitive is not None and not assoc.accepted_contexts:
-        raise AssociationFailed(
-            "no-contexts",
-            f"{peer.host}:{peer.port} accepted none of the proposed SOP class/transfer syntaxes",
-        )
-    if _reachable(peer):  # pynetdicom reports a refused connection and a peer abort alike
-        raise AssociationFailed("aborted", f"{peer.host}:{peer.port} aborted the association request")
-    raise AssociationFailed("unreachable", f"cannot connect to {peer.host}:{peer.port}")
-
-
-def _reachable(peer: Peer) -> bool:
-    try:
-        with socket.create_connection((peer.host, peer.port), timeout=peer.acse_timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _new_ae(peer: Peer) -> AE:
-    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)  # we report every failure ourselves
-    ae = AE(ae_title=peer.calling_aet)
-    ae.acse_timeout = peer.acse_timeout
-    ae.dimse_timeout = peer.dimse_timeout
-    ae.network_timeout = peer.network_timeout
-    return ae
-
-
 class _Worker:
-    """One association, fed from a shared queue; reconnects once per lost association."""
+    """One association, fed from a shared queue; associates again whenever it loses one."""
 
     def __init__(self, peer: Peer, contexts, work: queue.Queue, retries: int, backoff: float, report):
         self.peer, self.contexts, self.work = peer, contexts, work
         self.retries, self.backoff, self.report = retries, backoff, report
-        self.ae = _new_ae(peer)
-        self.assoc = None
+        self.assoc: Association | None = None
         self.error: AssociationFailed | None = None
 
     def run(self, stop: threading.Event) -> None:
@@ -268,26 +206,40 @@ class _Worker:
         except AssociationFailed as exc:
             self.error = exc
         finally:
-            if self.assoc is not None and self.assoc.is_established:
+            if self.assoc is not None:
                 self.assoc.release()
 
     def _send_one(self, item: DicomFile) -> InstanceResult:
         result = InstanceResult(item.path, item.sop_instance_uid, size=item.size)
         while True:
             result.attempts += 1
+            result.status = result.error = result.comment = None
             if self.assoc is None or not self.assoc.is_established:
-                self.assoc = _associate(self.ae, self.peer, self.contexts)
+                self.assoc = Association.open(self.peer, self.contexts)
+            context_id = self.assoc.context_id(item.sop_class_uid, item.transfer_syntax_uid)
+            if context_id is None:
+                result.error = (
+                    f"not accepted by the peer: SOP class {item.sop_class_uid} "
+                    f"in transfer syntax {item.transfer_syntax_uid}"
+                )
+                return result
             started = time.perf_counter()
             try:
-                status_ds = self.assoc.send_c_store(item.path)
-            except ValueError as exc:  # no accepted context for this SOP class / transfer syntax
-                result.error = f"not accepted by the peer: {exc}"
+                with open(item.path, "rb", buffering=0) as source:
+                    source.seek(item.dataset_offset)
+                    length = os.fstat(source.fileno()).st_size - item.dataset_offset
+                    response = self.assoc.c_store(
+                        context_id, item.sop_class_uid, item.sop_instance_uid, source, length
+                    )
+            except AssociationLost as exc:
+                result.error = f"association lost: {exc}"
+            except OSError as exc:
+                result.error = f"cannot read the file: {exc.strerror or exc}"
                 return result
+            else:
+                result.status, result.comment = response.status, response.comment
             result.seconds = time.perf_counter() - started
-            result.status = int(status_ds.Status) if "Status" in status_ds else None
             lost = result.status is None
-            if lost:
-                self.assoc = None  # DIMSE timeout or abort: pynetdicom aborted the association
             if not (lost or is_retryable(result.status)) or result.attempts > self.retries:
                 return result
             time.sleep(self.backoff * 2 ** (result.attempts - 1))
@@ -306,10 +258,10 @@ def send_files(
     """Send ``files`` over up to ``associations`` parallel associations; one result per file.
 
     Associations run in threads by default; ``processes=True`` gives each its own process (the
-    GIL is shared by threads, and pynetdicom spends ~4-7 ms of Python CPU per C-STORE), at the
-    cost of starting the processes. docs/benchmarks/sender.md has both, measured. Raises
-    AssociationFailed when no association could be established (nothing was sent); a later
-    association failure marks that worker's remaining instances as failed with its reason.
+    GIL is shared by threads), at the cost of starting the processes; docs/benchmarks/sender.md
+    has both, measured. Raises AssociationFailed when no association could be established
+    (nothing was sent); a later association failure marks that worker's remaining instances as
+    failed with its reason.
     """
     report = SendReport()
     if not files:
@@ -339,7 +291,6 @@ def send_files(
 
 
 def _run_threads(files, peer, associations, retries, backoff, record, stop) -> list[AssociationFailed]:
-    _config.STORE_SEND_CHUNKED_DATASET = True
     contexts = presentation_contexts(files)
     work: queue.Queue[DicomFile] = queue.Queue()
     for item in files:
@@ -400,14 +351,11 @@ def _run_processes(files, peer, associations, retries, backoff, record, stop) ->
 
 
 def echo(peer: Peer) -> tuple[int, float]:
-    """C-ECHO: (status, round trip seconds including association setup)."""
-    ae = _new_ae(peer)
+    """C-ECHO: (status, round trip seconds including association setup); status -1 if none came."""
     started = time.perf_counter()
-    assoc = _associate(ae, peer, [build_context("1.2.840.10008.1.1")])
-    try:
-        status = assoc.send_c_echo()
-        elapsed = time.perf_counter() - started
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return (int(status.Status) if "Status" in status else -1), elapsed
+    with Association.open(peer, [build_context(VERIFICATION)]) as assoc:
+        try:
+            status = assoc.c_echo().status
+        except AssociationLost:
+            status = -1
+        return status, time.perf_counter() - started
