@@ -96,12 +96,25 @@ def _free_port() -> int:
 
 
 @contextmanager
-def storescp(out_dir: Path, nodelay: bool = True) -> Iterator[int]:
-    """dcmtk storescp on a free loopback port, writing into ``out_dir``; killed with its children."""
+def storescp(out_dir: Path, nodelay: bool = True, options: tuple[str, ...] = ()) -> Iterator[int]:
+    """dcmtk storescp on a free loopback port, writing into ``out_dir``; killed with its children.
+
+    ``options`` go to storescp as well (the tests use ``+B``, ``--max-pdu``, ``+xa``).
+    """
     port = _free_port()
     env = os.environ | ({"TCP_NODELAY": "1"} if nodelay else {})
     process = subprocess.Popen(
-        ["storescp", "--fork", "--disable-host-lookup", "-aet", CALLED_AE, "-od", str(out_dir), str(port)],
+        [
+            "storescp",
+            "--fork",
+            "--disable-host-lookup",
+            "-aet",
+            CALLED_AE,
+            *options,
+            "-od",
+            str(out_dir),
+            str(port),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
