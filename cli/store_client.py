@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 from pydicom.dataset import Dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
@@ -408,14 +408,13 @@ class Association:
                 comment = rsp.get("ErrorComment")
                 return Response(int(rsp.Status), str(comment) if comment else None)
 
-    def _association_ended(self, pdu_type: int, pdu: bytes):
+    def _association_ended(self, pdu_type: int, pdu: bytes) -> NoReturn:
         if pdu_type == _A_ABORT:
             self._close()
             abort = A_ABORT_RQ()
             abort.decode(pdu)
-            raise AssociationLost(
-                f"the peer aborted the association ({abort.source_str}: {abort.reason_str})"
-            )
+            why = f"{abort.source_str}: {abort.reason_str}" if abort.source == 0x02 else abort.source_str
+            raise AssociationLost(f"the peer aborted the association ({why})")
         if pdu_type == _A_RELEASE_RQ:
             try:
                 self._sock.sendall(A_RELEASE_RP().encode())

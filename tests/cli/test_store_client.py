@@ -25,7 +25,7 @@ from cli.store_client import C_STORE_RQ, Association, command_template
 from cli.synthetic import PROFILES, write_study
 from tests.scp.certificates import make_pki
 
-ABORT, HANG = "abort", "hang"
+ABORT, RELEASE, HANG = "abort", "release", "hang"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ class Recorder:
     """A pynetdicom C-STORE handler: keeps what arrived and plays a per-instance script.
 
     ``script[uid]`` lists what each attempt gets: a status (int), a response Dataset, ABORT (the SCP
-    aborts the association) or HANG (no response until ``release`` is set).
+    aborts the association), RELEASE (the SCP asks to release it instead of answering) or HANG
+    (no response until ``release`` is set).
     """
 
     script: dict[str, list] = field(default_factory=dict)
@@ -71,6 +72,9 @@ class Recorder:
         step = steps[self.attempts[uid] - 1] if self.attempts[uid] <= len(steps) else 0x0000
         if step == ABORT:
             event.assoc.abort()
+            return 0x0000
+        if step == RELEASE:
+            event.assoc.release()
             return 0x0000
         if step == HANG:
             self.release.wait(30)
@@ -173,16 +177,31 @@ def test_small_maximum_pdu_fragments_the_dataset(studies):
     assert recorder.received == {f.sop_instance_uid: dataset_bytes(f.path) for f in files}
 
 
-def test_abort_during_a_store_sends_the_instance_again_on_a_new_association(studies):
+@pytest.mark.parametrize("ending", [ABORT, RELEASE])
+def test_association_ended_by_the_peer_during_a_store_sends_the_instance_again(studies, ending):
     files, _ = scan(studies[:3])
     victim = files[1].sop_instance_uid
-    recorder = Recorder(script={victim: [ABORT]})
+    recorder = Recorder(script={victim: [ending]})
     with pynetdicom_scp(recorder) as port:
         report = send_files(files, to_pynetdicom(port), backoff=0.01)
     assert len(report.stored) == 3 and not report.failed
     assert [r.attempts for r in report.results] == [1, 2, 1]
     assert recorder.received[victim] == dataset_bytes(files[1].path)
     assert len(recorder.associations) == 2
+
+
+@pytest.mark.parametrize(
+    ("ending", "reason"),
+    [
+        (ABORT, "the peer aborted the association (DUL service-user)"),
+        (RELEASE, "the peer released the association"),
+    ],
+)
+def test_association_ended_by_the_peer_is_the_reason_when_not_retried(studies, ending, reason):
+    files, _ = scan(studies[:1])
+    with pynetdicom_scp(Recorder(script={files[0].sop_instance_uid: [ending]})) as port:
+        [result] = send_files(files, to_pynetdicom(port), retries=0).results
+    assert not result.stored and result.reason == f"association lost: {reason}"
 
 
 def test_no_response_within_the_dimse_timeout_aborts_and_reports(studies):
