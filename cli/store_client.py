@@ -230,28 +230,29 @@ class Association:
                 sock = peer.tls.context().wrap_socket(sock, server_hostname=peer.host)
             sock.sendall(request)
             pdu_type, pdu = _read_pdu(sock, bytearray(), bytearray(MAX_RECEIVED_PDU))
+        except ssl.SSLError as exc:
+            _abort_socket(sock)
+            raise AssociationFailed("aborted", f"TLS with {where} failed ({_why(exc)})") from None
         except (OSError, AssociationLost) as exc:
             _abort_socket(sock)
             raise AssociationFailed(
                 "aborted", f"{where} aborted the association request ({_why(exc)})"
             ) from None
+        try:
+            answer = {_A_ASSOCIATE_AC: A_ASSOCIATE_AC, _A_ASSOCIATE_RJ: A_ASSOCIATE_RJ}[pdu_type]()
+            answer.decode(pdu)
+            rsp = answer.to_primitive()
+        except Exception:  # another PDU type, or one pynetdicom cannot decode
+            _abort_socket(sock)
+            detail = "aborted the association request" if pdu_type == _A_ABORT else "sent an unexpected PDU"
+            raise AssociationFailed("aborted", f"{where} {detail}") from None
         if pdu_type == _A_ASSOCIATE_RJ:
             sock.close()
-            rejection = A_ASSOCIATE_RJ()
-            rejection.decode(pdu)
-            rsp = rejection.to_primitive()
             raise AssociationFailed(
                 "rejected",
                 f"association rejected by {where} ({rsp.result_str}, source: {rsp.source_str}, "
                 f"reason: {rsp.reason_str})",
             )
-        if pdu_type != _A_ASSOCIATE_AC:
-            _abort_socket(sock)
-            detail = "aborted the association request" if pdu_type == _A_ABORT else "sent an unexpected PDU"
-            raise AssociationFailed("aborted", f"{where} {detail}")
-        acceptance = A_ASSOCIATE_AC()
-        acceptance.decode(pdu)
-        rsp = acceptance.to_primitive()
         results = negotiate_as_requestor(proposed, rsp.presentation_context_definition_results_list)
         accepted = [c for c in results if c.result == 0x00]
         if not accepted:
@@ -267,7 +268,7 @@ class Association:
             ),
             0,
         )
-        return cls(sock, peer, accepted, max_pdu or 0)
+        return cls(sock, peer, accepted, max_pdu)
 
     def release(self) -> None:
         """A-RELEASE-RQ, wait (ACSE timeout) for A-RELEASE-RP; abort if it does not come."""
@@ -507,7 +508,7 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, socket.timeout):
         return "timed out"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
+        return str(exc.reason or exc)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc) or type(exc).__name__
