@@ -65,4 +65,19 @@ def explain(exc: AssociationFailed, peer: Peer) -> Exception:
             fix="check --host/--port, that the gateway is running (`dicomctl dev` locally), "
             "and that no firewall or security group blocks this machine",
         )
+    if exc.kind == "tls":
+        return Rejected(
+            exc.detail,
+            fix="check that --port is the gateway's TLS port (without --port, --tls uses the stack's "
+            "tlsPort), that --ca-file is the CA bundle that signed the gateway's certificate and --host "
+            "a name in it, and, when the gateway requires client certificates, that --cert-file and "
+            "--key-file are a certificate and key it trusts",
+        )
+    if exc.kind == "aborted":
+        plain = "" if peer.tls else " (its TLS port needs --tls)"
+        return Rejected(
+            exc.detail,
+            fix=f"check that --port is the gateway's DICOM port{plain}, and the gateway's logs for why "
+            "it ended the association",
+        )
     return Rejected(exc.detail, fix="check the SOP classes / transfer syntaxes the gateway accepts")

@@ -93,7 +93,7 @@ class AssociationFailed(Exception):
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
-        self.kind = kind  # "unreachable" | "rejected" | "aborted" | "no-contexts"
+        self.kind = kind  # "unreachable" | "rejected" | "aborted" | "no-contexts" | "tls"
         self.detail = detail
 
 
@@ -232,7 +232,7 @@ class Association:
             pdu_type, pdu = _read_pdu(sock, bytearray(), bytearray(MAX_RECEIVED_PDU))
         except ssl.SSLError as exc:
             _abort_socket(sock)
-            raise AssociationFailed("aborted", f"TLS with {where} failed ({_why(exc)})") from None
+            raise AssociationFailed("tls", f"TLS with {where} failed ({_why(exc)})") from None
         except (OSError, AssociationLost) as exc:
             _abort_socket(sock)
             raise AssociationFailed(

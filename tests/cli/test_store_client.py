@@ -272,8 +272,13 @@ def test_store_and_echo_over_tls_with_a_client_certificate(studies, tmp_path):
             echo(to_pynetdicom(port, tls=TlsFiles(pki.ca_cert)))
     assert len(report.stored) == len(files) and status == 0x0000
     assert recorder.received == {f.sop_instance_uid: dataset_bytes(f.path) for f in files}
-    assert untrusted.value.kind == "aborted"
+    assert untrusted.value.kind == "tls"
     assert untrusted.value.detail.startswith(f"TLS with 127.0.0.1:{port} failed (")  # alert or EOF
+    error = explain(untrusted.value, to_pynetdicom(port, tls=TlsFiles(pki.ca_cert)))
+    assert isinstance(error, Rejected) and error.message == untrusted.value.detail
+    for option in ("--port", "--ca-file", "--cert-file", "--key-file"):
+        assert option in error.fix
+    assert "SOP class" not in error.fix
 
 
 def test_echo_with_a_pynetdicom_scp_and_release():
