@@ -6,8 +6,11 @@ the writes); this module only picks the query for the filters and renders the re
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -19,7 +22,7 @@ from rich.table import Table
 
 from cli.context import AppContext, JsonOption
 from cli.errors import OperationFailed, UsageProblem
-from components.layout import JOB_STATES
+from components.layout import JOB_STATES, TERMINAL_STATES
 
 STATUS_STYLES = {
     "RECEIVED": "cyan",
@@ -156,6 +159,51 @@ def job_view(job: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
+def settled(data: Any) -> bool:
+    """Every job shown (the list, or the one job) is COMPLETED, PARTIAL or FAILED: nothing will change."""
+    jobs = [data["summary"] or {}] if isinstance(data, dict) else data
+    return all(job.get("currentStatus") in TERMINAL_STATES for job in jobs)
+
+
+@contextmanager
+def screen(app: AppContext, as_json: bool, render: Callable[[Any], Any]) -> Iterator[Callable[[Any], None]]:
+    """Where each refresh of ``--watch`` goes.
+
+    On a terminal the view is redrawn in place (Rich Live). Anywhere else (a pipe, a log file, a
+    test runner) cursor tricks would garble the output, so a rendering is printed only when the
+    data changed: one table per change, or one JSON document per line with ``--json``.
+    """
+    console = app.console
+    if not as_json and console.is_terminal and not console.is_dumb_terminal:
+        with Live(console=console, auto_refresh=False) as live:
+            yield lambda data: live.update(render(data), refresh=True)
+        return
+    last: str | None = None
+
+    def show(data: Any) -> None:
+        nonlocal last
+        seen = json.dumps(data, sort_keys=True, default=str)
+        if seen == last:
+            return
+        last = seen
+        if as_json:
+            app.print_json(data, lines=True)
+        else:
+            console.print(render(data))
+
+    yield show
+
+
+def watch_until(fetch: Callable[[], Any], show: Callable[[Any], None], interval: float, done: bool) -> None:
+    """Fetch and show every ``interval`` seconds; with ``done``, return once every job shown is settled."""
+    while True:
+        data = fetch()
+        show(data)
+        if done and settled(data):
+            return
+        time.sleep(interval)
+
+
 def status(
     ctx: typer.Context,
     job_id: Annotated[str | None, typer.Argument(help="One job (batch id): its timeline.")] = None,
@@ -166,7 +214,15 @@ def status(
     calling_aet: Annotated[str | None, typer.Option("--calling-aet", help="Only jobs from this AE.")] = None,
     since: Annotated[str | None, typer.Option(help="Changed since: 30m, 2h, 7d or an ISO time.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most jobs to list.")] = 50,
-    watch: Annotated[bool, typer.Option(help="Refresh until Ctrl-C.")] = False,
+    watch: Annotated[bool, typer.Option(help="Refresh until Ctrl-C (or --until-done).")] = False,
+    until_done: Annotated[
+        bool,
+        typer.Option(
+            "--until-done",
+            help="Watch until every job shown is COMPLETED, PARTIAL or FAILED, then exit 0 "
+            "(implies --watch).",
+        ),
+    ] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
     json_output: JsonOption = False,
 ) -> None:
@@ -187,16 +243,15 @@ def status(
     def render(data: Any) -> Any:
         return job_view(data) if job_id else jobs_table(data)
 
-    if app.wants_json(json_output):
-        app.print_json(fetch())
-        return
-    if not watch:
-        app.console.print(render(fetch()))
+    as_json = app.wants_json(json_output)
+    if not (watch or until_done):
+        if as_json:
+            app.print_json(fetch())
+        else:
+            app.console.print(render(fetch()))
         return
     try:
-        with Live(render(fetch()), console=app.console, auto_refresh=False) as live:
-            while True:
-                time.sleep(interval)
-                live.update(render(fetch()), refresh=True)
+        with screen(app, as_json, render) as show:
+            watch_until(fetch, show, interval, until_done)
     except KeyboardInterrupt:
         app.err.print("stopped watching")

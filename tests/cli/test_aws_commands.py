@@ -8,9 +8,16 @@ the failure handler's body. The CLI reaches it all through --outputs FILE + --en
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -92,8 +99,9 @@ class Seeded:
         )
         jobs.record(self.failed, "FAILED", summary={"failedState": "StartImport", "error": "ImportFailed"})
 
-    def cli(self, *args: str) -> list[str]:
-        return ["--outputs", str(self.outputs), "--endpoint-url", self.url, "--region", "us-east-1", *args]
+    def cli(self, *args: str, outputs: Path | None = None) -> list[str]:
+        where = str(outputs or self.outputs)
+        return ["--outputs", where, "--endpoint-url", self.url, "--region", "us-east-1", *args]
 
     def run_execution(self, name: str, wait: int, fail: bool) -> str:
         document = {"wait": wait, "fail": fail, "batchId": name}
@@ -198,6 +206,112 @@ def test_unreachable_aws_endpoint_is_one_clear_message(invoke, aws):
     result = invoke(*args)
     assert result.exit_code == 3
     assert "cannot reach the AWS endpoint" in result.stderr and "Traceback" not in result.output
+
+
+class Watched:
+    """``dicomctl status --watch ...`` run as an operator runs it: its own process, stdout a pipe
+    (not a terminal). Lines are read by a thread so a test can wait for one with a deadline."""
+
+    # The child installs Python's SIGINT handler itself: a shell's background job inherits SIGINT
+    # ignored, and Python keeps an inherited SIG_IGN, so Ctrl-C would otherwise not reach it.
+    LAUNCH = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from cli.main import app; app(prog_name='dicomctl')"
+    )
+
+    def __init__(self, args: list[str], cwd: Path):
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", self.LAUNCH, *args],
+            cwd=cwd,
+            env={**os.environ, "COLUMNS": "120"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.put(line)
+        self.lines.put("")  # end of output
+
+    def wait_for_line(self, *words: str, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            assert line, f"dicomctl ended before printing {words}: {''.join(self.seen)}"
+            self.seen.append(line)
+            if all(word in line for word in words):
+                return
+
+    def finish(self, seconds: float = 30) -> tuple[int, str, str]:
+        """Exit code, everything printed on stdout and stderr."""
+        code = self.process.wait(timeout=seconds)
+        while (line := self.lines.get(timeout=seconds)) != "":
+            self.seen.append(line)
+        return code, "".join(self.seen), self.process.stderr.read()
+
+
+@pytest.fixture
+def watch_table(aws, tmp_path) -> tuple[JobTable, Path]:
+    """A job table of the test's own (the seeded one stays as the other tests expect it), and the
+    --outputs file naming it."""
+    name = f"jobs-watch-{tmp_path.name}"[:255]
+    create_job_table(aws.ddb, name)
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({**json.loads(aws.outputs.read_text()), "jobTable": name}))
+    return JobTable(aws.ddb, name, ttl_days=1), outputs
+
+
+def in_progress(jobs: JobTable, ae: str = "CT-ROOM-1") -> str:
+    job_id = new_batch_id()
+    jobs.record(job_id, "RECEIVED", summary={"manifestKey": f"batches/{job_id}.json"})
+    jobs.record(job_id, "VALIDATED", summary={"callingAeTitle": ae, "instanceCount": 3})
+    jobs.record(job_id, "SUBMITTED", details={"importJobId": "d" * 32})
+    jobs.record(job_id, "IN_PROGRESS")
+    return job_id
+
+
+def test_status_until_done_of_settled_jobs_prints_once_and_exits(invoke, aws):
+    result = invoke(*aws.cli("status", "--until-done", "--interval", "0.2"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("Jobs (3)") == 1 and "\x1b" not in result.stdout  # no terminal: no redraws
+    assert aws.partial in result.stdout and "PARTIAL" in result.stdout
+    lines = invoke(*aws.cli("status", "--watch", "--until-done", "--json")).stdout.splitlines()
+    assert len(lines) == 1
+    assert {j["jobId"] for j in json.loads(lines[0])} == {aws.completed, aws.partial, aws.failed}
+
+
+def test_status_watch_shows_each_change_and_ends_when_the_job_is_done(aws, watch_table, tmp_path):
+    jobs, outputs = watch_table
+    job_id = in_progress(jobs)
+    watched = Watched(
+        aws.cli("status", job_id, "--until-done", "--interval", "0.2", outputs=outputs), tmp_path
+    )
+    watched.wait_for_line("Status", "IN_PROGRESS")  # the first rendering is out
+    done = {"imageSetIds": ["e" * 32], "importedCount": 3, "failedCount": 0}
+    assert jobs.record(job_id, "COMPLETED", summary=done)
+    code, out, err = watched.finish()
+    assert code == 0, err
+    renderings = out.split(f"Job {job_id}")[1:]
+    assert len(renderings) == 2, out  # one rendering per change, none for the unchanged refreshes
+    before, after = renderings
+    assert "IN_PROGRESS" in before and "COMPLETED" not in before and "e" * 32 not in before
+    assert "COMPLETED" in after and "e" * 32 in after
+    assert "\x1b" not in out and "Traceback" not in err
+
+
+def test_status_watch_stops_cleanly_on_ctrl_c(aws, watch_table, tmp_path):
+    jobs, outputs = watch_table
+    job_id = in_progress(jobs, ae="MR-ROOM-9")
+    watched = Watched(aws.cli("status", "--watch", "--interval", "0.2", outputs=outputs), tmp_path)
+    watched.wait_for_line(job_id, "IN_PROGRESS")
+    watched.process.send_signal(signal.SIGINT)
+    code, out, err = watched.finish()
+    assert code == 0 and "stopped watching" in err and "Traceback" not in err, err
+    assert out.count("Jobs (1)") == 1 and "MR-ROOM-9" in out
 
 
 def test_executions_list_show_and_tail(invoke, aws):
