@@ -270,6 +270,8 @@ def test_store_and_echo_over_tls_with_a_client_certificate(studies, tmp_path):
         status, _ = echo(to_pynetdicom(port, tls=tls))
         with pytest.raises(AssociationFailed) as untrusted:  # no client certificate
             echo(to_pynetdicom(port, tls=TlsFiles(pki.ca_cert)))
+        with pytest.raises(AssociationFailed) as plain:  # forgot --tls
+            echo(to_pynetdicom(port))
     assert len(report.stored) == len(files) and status == 0x0000
     assert recorder.received == {f.sop_instance_uid: dataset_bytes(f.path) for f in files}
     assert untrusted.value.kind == "tls"
@@ -279,6 +281,7 @@ def test_store_and_echo_over_tls_with_a_client_certificate(studies, tmp_path):
     for option in ("--port", "--ca-file", "--cert-file", "--key-file"):
         assert option in error.fix
     assert "SOP class" not in error.fix
+    assert plain.value.kind == "aborted" and "--tls" in explain(plain.value, to_pynetdicom(port)).fix
 
 
 def test_echo_with_a_pynetdicom_scp_and_release():
