@@ -21,7 +21,7 @@ from botocore.config import Config
 from cli.local.ahi.faults import Faults, TokenBucket
 from cli.local.ahi.http import ApiServer
 from cli.local.ahi.imagesets import ImageSetCatalog
-from cli.local.ahi.importer import MAX_CONCURRENT_READS, MAX_NESTED_FOLDERS, JobRunner
+from cli.local.ahi.importer import MAX_CONCURRENT_READS, MAX_NESTED_FOLDERS, JobRunner, ObjectReader
 from cli.local.ahi.model import ApiModel
 from cli.local.ahi.operations import Operations
 from cli.local.ahi.state import Registry
@@ -39,17 +39,26 @@ class AhiEmulator:
         job_seconds: float = 0.5,
         start_rate_limit: float | None = None,
         max_nested_folders: int = MAX_NESTED_FOLDERS,
+        object_reader: ObjectReader | None = None,
     ):
         """``job_seconds``: how long a job stays SUBMITTED/IN_PROGRESS before it ends.
         ``start_rate_limit``: StartDICOMImportJob requests per second (burst 2) like the real
-        quota; None (default) for no limit. ``max_nested_folders``: the per-job folder quota."""
+        quota; None (default) for no limit. ``max_nested_folders``: the per-job folder quota.
+        ``object_reader``: how jobs read input objects when not through the S3 endpoint (the
+        local stack reads moto's backend directly: cli/local/moto_objects.py)."""
         self.s3_endpoint_url = s3_endpoint_url
         self.region = region
         self._faults = Faults()
         self._registry = Registry(region)
         self._catalog = ImageSetCatalog(self._registry.arn_prefix)
         self._runner = JobRunner(
-            self._registry, self._catalog, self._faults, self._s3_client, job_seconds, max_nested_folders
+            self._registry,
+            self._catalog,
+            self._faults,
+            self._s3_client,
+            job_seconds,
+            max_nested_folders,
+            object_reader,
         )
         bucket = TokenBucket(start_rate_limit) if start_rate_limit else None
         self._operations = Operations(self._registry, self._catalog, self._runner, self._faults, bucket)

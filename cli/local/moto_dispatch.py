@@ -1,25 +1,34 @@
-"""Take a per-request directory scan out of moto server's request dispatch.
+"""Take two per-request costs out of moto (pinned 5.2.5); behaviour is unchanged.
 
-moto (pinned 5.2.5) routes every request in ``DomainDispatcherApplication.get_application``
-while holding one lock for the whole server, and in there calls
-``moto.backends.list_of_moto_modules()``, which lists moto's package folder and stats each of
-its ~200 entries, on every request. Under the workflow's load (the SCP, the handlers and the
-HealthImaging emulator all talking to moto) requests queued on that lock: it was the largest
-single cost in the workflow benchmark's profile (docs/benchmarks/workflow.md). The folder does
-not change while the process runs, so the scan's result is computed once and reused; routing is
-unchanged. tests/local/test_moto_internals.py fails loudly if the name moves.
+1. moto server routes every request in ``DomainDispatcherApplication.get_application`` while
+   holding one lock for the whole server, and in there calls ``moto.backends.list_of_moto_modules()``,
+   which lists moto's package folder and stats each of its ~200 entries, on every request. Under
+   the workflow's load requests queued on that lock: it was the largest single cost in the
+   workflow benchmark's profile (docs/benchmarks/workflow.md). The folder does not change while
+   the process runs, so the scan's result is computed once and reused.
+2. The Step Functions interpreter builds a new boto3 Lambda client (loading botocore's service
+   model and endpoint rules: tens of ms of CPU) for every Task it runs; with ten executions polling
+   every second that was a steady share of a core. The client is thread-safe and its settings
+   depend only on (region, service, moto's port), so one is kept per key.
+
+tests/local/test_moto_internals.py fails loudly if the names patched here move.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from moto import backends
+from moto.settings import moto_server_port
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 
 _ORIGINAL = backends.list_of_moto_modules
+_ORIGINAL_CLIENT = lambda_eval_utils.boto_client_for
 _lock = threading.Lock()
 _modules: tuple[str, ...] | None = None
+_clients: dict[tuple[str, str, str], Any] = {}
 
 
 def _cached_modules() -> Iterable[str]:
@@ -31,6 +40,17 @@ def _cached_modules() -> Iterable[str]:
     return _modules
 
 
+def _cached_client(region: str, service: str, state_credentials: Any = None) -> Any:
+    if state_credentials is not None:  # per-state credentials: not cacheable, and unused here
+        return _ORIGINAL_CLIENT(region, service, state_credentials)
+    key = (region, service, str(moto_server_port()))
+    with _lock:
+        if key not in _clients:
+            _clients[key] = _ORIGINAL_CLIENT(region, service)
+        return _clients[key]
+
+
 def install() -> None:
-    """Idempotent: the cached function returns what the original does, so it is never removed."""
+    """Idempotent: the cached functions return what the originals do, so they are never removed."""
     backends.list_of_moto_modules = _cached_modules
+    lambda_eval_utils.boto_client_for = _cached_client

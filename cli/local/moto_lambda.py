@@ -1,36 +1,32 @@
-"""Run our real Lambda handlers in-process in place of moto's docker runner.
+"""Run our real Lambda handlers in place of moto's docker runner.
 
 moto (pinned 5.2.5) executes Lambda code only in docker. Every invoke path (the Invoke API, S3
 notifications, Step Functions Task states) goes through one private method,
 ``moto.awslambda.models.LambdaFunction._invoke_lambda(self, event) -> (payload, errored, logs)``.
-Replacing it with "import the function's ``Handler`` and call it" runs our handlers in the moto
-server's process. tests/local/test_moto_internals.py fails loudly if that name moves.
-
-An exception becomes the payload ``{"errorType": <class name>, "errorMessage": ...}`` with
-``errored=True``, which is what ASL Retry/Catch match on, as on AWS.
+Replacing it with "call the function's ``Handler`` in a worker process" (cli/local/lambda_workers.py)
+runs our handlers next to the moto server, with the function's environment and timeout.
+tests/local/test_moto_internals.py fails loudly if that name moves.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
 import threading
-import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 
+from cli.local.lambda_workers import LambdaWorkers
+
 _ORIGINAL = LambdaFunction._invoke_lambda
 _lock = threading.Lock()
-_installed = 0
+_runners: list[LambdaWorkers] = []  # nested local stacks: the newest one runs the invocations
 
 
 @dataclass
 class LambdaContext:
-    """The attributes of the Lambda context object our handlers and Powertools read."""
+    """The attributes of the Lambda context object our handlers and Powertools read (picklable)."""
 
     function_name: str
     invoked_function_arn: str
@@ -45,13 +41,7 @@ class LambdaContext:
         return 300_000
 
 
-def resolve_handler(path: str) -> Callable[[dict, Any], Any]:
-    """``"handlers.trigger.handler"`` -> the callable."""
-    module_name, _, attribute = path.rpartition(".")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
-def invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool, str]:
+def invoke(function: LambdaFunction, event: Any) -> tuple[str, bool, str]:
     if event is None or event == "{}":
         event = {}
     context = LambdaContext(
@@ -59,30 +49,25 @@ def invoke_in_process(function: LambdaFunction, event: Any) -> tuple[str, bool, 
         invoked_function_arn=function.function_arn,
         memory_limit_in_mb=int(function.memory_size),
     )
-    try:
-        result = resolve_handler(function.handler)(event, context)
-    except Exception as exc:  # the Lambda runtime turns any exception into an error payload
-        payload = {
-            "errorType": type(exc).__name__,
-            "errorMessage": str(exc),
-            "stackTrace": traceback.format_exception(exc)[-5:],
-        }
-        return json.dumps(payload), True, ""
-    return json.dumps(result), False, ""
-
-
-def install() -> None:
-    """Patch moto (reference counted: nested local stacks in one process share the patch)."""
-    global _installed
     with _lock:
-        if _installed == 0:
-            LambdaFunction._invoke_lambda = lambda self, event=None: invoke_in_process(self, event)
-        _installed += 1
+        runner = _runners[-1]
+    payload, errored = runner.invoke(
+        function.handler, event, context, dict(function.environment_vars or {}), float(function.timeout)
+    )
+    return payload, errored, ""
 
 
-def uninstall() -> None:
-    global _installed
+def install(runner: LambdaWorkers) -> None:
+    """Patch moto so invocations go to ``runner`` (nested local stacks stack their runners)."""
     with _lock:
-        _installed = max(0, _installed - 1)
-        if _installed == 0:
+        if not _runners:
+            LambdaFunction._invoke_lambda = lambda self, event=None: invoke(self, event)
+        _runners.append(runner)
+
+
+def uninstall(runner: LambdaWorkers) -> None:
+    with _lock:
+        if runner in _runners:
+            _runners.remove(runner)
+        if not _runners:
             LambdaFunction._invoke_lambda = _ORIGINAL

@@ -1,13 +1,15 @@
 """The embedded local stack: the whole pipeline in one process, no AWS account (DESIGN "The local stack").
 
 ``with LocalStack(config) as stack:`` starts moto in server mode (Step Functions execution on),
-replaces moto's docker Lambda runner with an in-process call of our real handlers
-(cli/local/moto_lambda.py), starts the HealthImaging emulator, creates the resources from the
-same config, function list and ASL builder the Pulumi program uses, wires the S3 -> trigger
-notification on ``batches/*.json``, and starts the SCP writing to the dicom bucket.
+replaces moto's docker Lambda runner with our real handlers in worker processes
+(cli/local/moto_lambda.py, cli/local/lambda_workers.py), starts the HealthImaging emulator,
+creates the resources from the same config, function list and ASL builder the Pulumi program
+uses, wires the S3 -> trigger notification on ``batches/*.json``, and starts the SCP writing to
+the dicom bucket.
 
-The handlers run in this process (inside moto's server threads), so the stack sets the union
-of the functions' environments in ``os.environ`` and restores it on exit. Used by
+The stack sets the endpoints, fake credentials and the union of the functions' environments in
+``os.environ`` (the handler workers inherit it; the emulator and SCP here read it) and restores
+it on exit. Used by
 ``dicomctl dev``/``demo``, the end-to-end tests and the workflow benchmark.
 """
 
@@ -28,8 +30,9 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from cli.local import moto_dispatch, moto_lambda
+from cli.local import moto_dispatch, moto_lambda, moto_objects
 from cli.local.credentials import FAKE_AWS_ENV
+from cli.local.lambda_workers import LambdaWorkers, resolve_handler
 from components.asl import build_definition
 from components.config import PROJECT_NAME, StackConfig
 from components.layout import (
@@ -66,7 +69,7 @@ def _resource_prefix(stack: str) -> str:
 
 
 class LocalStack:
-    """moto server + in-process Lambdas + HealthImaging emulator + SCP, created from one config."""
+    """moto server + Lambda worker processes + HealthImaging emulator + SCP, created from one config."""
 
     def __init__(
         self,
@@ -94,7 +97,7 @@ class LocalStack:
         self._saved_env: dict[str, str | None] = {}
         self._logger_levels: dict[str, int] = {}
         self._server: ThreadedMotoServer | None = None
-        self._patched = False
+        self._lambdas: LambdaWorkers | None = None
         self.ahi: Any = None
         self.scp: Any = None
         self.outputs: dict[str, Any] = {}
@@ -131,11 +134,11 @@ class LocalStack:
         self._set_env({"MOTO_PORT": str(port)})
         # Run state machines for real (the ASL interpreter), set through the server's config API.
         self._moto_api(moto_url, "config", {"stepfunctions": {"execute_state_machine": True}})
-        moto_lambda.install()
-        self._patched = True
         self._set_env({k: v for k, v in POWERTOOLS_ENV.items() if k not in os.environ})
-        for spec in FUNCTIONS:  # import every handler now: fails early, and the first batch is not slower
-            moto_lambda.resolve_handler(spec.handler)
+        for spec in FUNCTIONS:  # a handler that cannot be imported fails the start, not the first batch
+            resolve_handler(spec.handler)
+        self._lambdas = LambdaWorkers(spec.handler for spec in FUNCTIONS)
+        moto_lambda.install(self._lambdas)
 
         from cli.local.ahi_emulator import AhiEmulator
 
@@ -144,6 +147,7 @@ class LocalStack:
             region=self.region,
             job_seconds=self.ahi_job_seconds,
             start_rate_limit=self.ahi_start_rate_limit,
+            object_reader=moto_objects.object_reader(LOCAL_ACCOUNT),
         )
         ahi_url = self.ahi.start()
         self.environment = {
@@ -155,6 +159,7 @@ class LocalStack:
         }
         self._set_env(self.environment)
         self._create_resources()
+        self._lambdas.prewarm()  # after _create_resources: workers inherit the complete environment
         self._start_scp()
 
     def stop(self) -> None:
@@ -173,9 +178,10 @@ class LocalStack:
             self._moto_api(moto_url, "reset")
             self._server.stop()
             self._server = None
-        if self._patched:
-            moto_lambda.uninstall()
-            self._patched = False
+        if self._lambdas is not None:
+            moto_lambda.uninstall(self._lambdas)
+            self._lambdas.close()
+            self._lambdas = None
         for name, level in self._logger_levels.items():
             logging.getLogger(name).setLevel(level)
         self._logger_levels.clear()
@@ -269,8 +275,8 @@ class LocalStack:
             update={"poll_seconds": self.poll_seconds, "max_poll_attempts": attempts}
         )
         function_env = self.resources.to_env(ENV_PREFIX) | self.workflow.to_env(ENV_PREFIX) | POWERTOOLS_ENV
-        # Handlers run in this process: give it the union of the functions' environments
-        # (the Powertools variables were set before the handlers were imported; a caller's own win).
+        # The union of the functions' environments, here too: the handler workers inherit it and
+        # code in this process (CLI, tests) reads the same settings (a caller's Powertools win).
         self._set_env({k: v for k, v in function_env.items() if k not in POWERTOOLS_ENV})
 
         package = _placeholder_package()
@@ -392,8 +398,10 @@ def create_job_table(ddb: Any, table: str) -> None:
 
 
 def _placeholder_package() -> bytes:
-    """moto wants a code package; the code that runs is ours, in-process (moto_lambda)."""
+    """moto wants a code package; the code that runs is ours, in local workers (moto_lambda)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("README.txt", "handlers run in-process, see cli/local/moto_lambda.py\n")
+        archive.writestr(
+            "README.txt", "handlers run in local worker processes, see cli/local/moto_lambda.py\n"
+        )
     return buffer.getvalue()

@@ -10,14 +10,21 @@ import inspect
 import json
 import urllib.request
 
+import boto3
 import moto
-from moto import backends
+import pytest
+from botocore.exceptions import ClientError
+from moto import backends, mock_aws
 from moto.awslambda.models import LambdaFunction
 from moto.core.config import default_user_config
 from moto.moto_server import werkzeug_app
 from moto.server import ThreadedMotoServer
+from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 
-from cli.local import moto_dispatch, moto_lambda
+from cli.local import moto_dispatch, moto_lambda, moto_objects
+from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION
+from cli.local.lambda_workers import LambdaWorkers
+from cli.local.stack import LOCAL_ACCOUNT
 
 
 def test_moto_is_the_pinned_version():
@@ -32,11 +39,16 @@ def test_lambda_invoke_goes_through_invoke_lambda_with_the_expected_signature():
 
 def test_patch_installs_and_uninstalls_cleanly():
     original = LambdaFunction._invoke_lambda
-    moto_lambda.install()
+    outer, inner = LambdaWorkers([]), LambdaWorkers([])
+    moto_lambda.install(outer)
+    moto_lambda.install(inner)
     try:
         assert LambdaFunction._invoke_lambda is not original
+        moto_lambda.uninstall(inner)
+        assert LambdaFunction._invoke_lambda is not original  # the outer stack still runs
     finally:
-        moto_lambda.uninstall()
+        moto_lambda.uninstall(inner)
+        moto_lambda.uninstall(outer)
     assert LambdaFunction._invoke_lambda is original
 
 
@@ -67,9 +79,48 @@ def test_the_asl_interpreter_calls_lambda_on_moto_port():
     assert "MOTO_PORT" in inspect.getsource(moto_server_port)
 
 
+def test_the_asl_interpreter_builds_its_lambda_client_through_the_cached_name():
+    source = inspect.getsource(lambda_eval_utils)
+    assert (
+        "boto_client_for(" in source
+        and "from moto.stepfunctions.parser.asl.utils.boto_client import" in source
+    )
+    assert list(inspect.signature(moto_dispatch._ORIGINAL_CLIENT).parameters) == [
+        "region",
+        "service",
+        "state_credentials",
+    ]
+    moto_dispatch.install()
+    assert lambda_eval_utils.boto_client_for is moto_dispatch._cached_client
+    first = lambda_eval_utils.boto_client_for("us-east-1", "lambda")
+    assert lambda_eval_utils.boto_client_for("us-east-1", "lambda") is first
+    assert lambda_eval_utils.boto_client_for("eu-west-1", "lambda") is not first
+    assert first.meta.endpoint_url.startswith("http://localhost:")
+
+
 def test_dispatch_scans_moto_modules_through_the_cached_name():
     assert "backends.list_of_moto_modules()" in inspect.getsource(werkzeug_app.DomainDispatcherApplication)
     moto_dispatch.install()
     assert backends.list_of_moto_modules is moto_dispatch._cached_modules
     assert list(backends.list_of_moto_modules()) == list(moto_dispatch._ORIGINAL())
     assert "s3" in backends.list_of_moto_modules() and "dynamodb" in backends.list_of_moto_modules()
+
+
+def test_the_emulator_reads_what_the_s3_api_wrote_from_the_backend(monkeypatch):
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name=LOCAL_REGION)
+        s3.create_bucket(Bucket="internals-bucket")
+        s3.put_object(Bucket="internals-bucket", Key="a/b.dcm", Body=b"DICM-bytes", ContentEncoding="gzip")
+        s3.put_object(Bucket="internals-bucket", Key="a/plain.dcm", Body=b"plain")
+        read = moto_objects.object_reader(LOCAL_ACCOUNT)
+
+        assert read("internals-bucket", "a/b.dcm") == (b"DICM-bytes", "gzip")
+        assert read("internals-bucket", "a/plain.dcm") == (b"plain", "")
+        with pytest.raises(ClientError) as missing_key:
+            read("internals-bucket", "a/missing.dcm")
+        with pytest.raises(ClientError) as missing_bucket:
+            read("no-such-bucket", "a/b.dcm")
+    assert missing_key.value.response["Error"]["Code"] == "NoSuchKey"
+    assert missing_bucket.value.response["Error"]["Code"] == "NoSuchBucket"

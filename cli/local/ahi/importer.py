@@ -38,6 +38,10 @@ READ_WORKERS = 8  # objects one job reads at the same time
 MAX_CONCURRENT_READS = JOB_WORKERS * READ_WORKERS
 
 
+# (bucket, key) -> (body, Content-Encoding); raises botocore ClientError like GetObject does.
+ObjectReader = Callable[[str, str], tuple[bytes, str]]
+
+
 class JobFailed(Exception):
     """The whole job fails; the message becomes ``jobProperties.message``."""
 
@@ -59,7 +63,9 @@ class JobRunner:
         s3_client: Callable[[], Any],
         job_seconds: float,
         max_nested_folders: int = MAX_NESTED_FOLDERS,
+        object_reader: ObjectReader | None = None,
     ):
+        """``object_reader``: how a job reads an input object; default GetObject on the S3 endpoint."""
         self._registry = registry
         self._catalog = catalog
         self._faults = faults
@@ -68,6 +74,7 @@ class JobRunner:
         self._client_lock = threading.Lock()
         self._job_seconds = job_seconds
         self._max_folders = max_nested_folders
+        self._read_object = object_reader or self._get_object
         self._queue: list[tuple[float, int, _Step]] = []
         self._sequence = itertools.count()
         self._wake = threading.Condition()
@@ -204,10 +211,13 @@ class JobRunner:
         except (ClientError, BotoCoreError) as exc:
             return FileFailure(key, f"Unable to read the object: {_code(exc)}", SERVER_ERROR)
 
-    def _read(self, bucket: str, key: str) -> ParsedInstance:
+    def _get_object(self, bucket: str, key: str) -> tuple[bytes, str]:
         response = self._client().get_object(Bucket=bucket, Key=key)
-        body = response["Body"].read()
-        if "gzip" in (response.get("ContentEncoding") or ""):
+        return response["Body"].read(), response.get("ContentEncoding") or ""
+
+    def _read(self, bucket: str, key: str) -> ParsedInstance:
+        body, content_encoding = self._read_object(bucket, key)
+        if "gzip" in content_encoding:
             raise InstanceRejected("Objects with gzip Content-Encoding are not supported")
         instance = read_instance(key, body)
         if self._faults.instance_fails(instance.sop_uid):

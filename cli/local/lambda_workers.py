@@ -1,0 +1,110 @@
+"""Lambda execution environments for the local stack: our real handlers, in worker processes.
+
+On AWS every Lambda invocation runs in its own sandbox, apart from the services it calls. The
+local stack used to call the handlers inside the moto server's process, so the handlers' boto3
+(signing, HTTP, parsing: ~5 ms of Python per request) and moto's side of the same request ran
+under one GIL; validating a 300-instance batch is 300 such requests. A small pool of worker
+processes keeps that shape: moto serves from the parent, the handlers run next to it on other
+cores. Workers start on first use (``prewarm`` starts them ahead), import every handler once,
+and inherit the environment the stack sets up (endpoints, fake credentials, the functions'
+settings); the function's own environment is applied on each invocation, as Lambda does.
+
+An exception in a handler becomes ``{"errorType", "errorMessage", "stackTrace"}`` with
+errored=True, which is what ASL Retry/Catch match on; so does a worker that dies
+(``Runtime.ExitError``, and the pool is replaced) or an invocation that overruns the function's
+timeout (``Sandbox.Timedout``; unlike Lambda, the worker is not killed: it finishes the call).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import multiprocessing
+import os
+import threading
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+DEFAULT_WORKERS = 4  # a batch's validation is I/O on the handler side: 2 per core is enough here
+
+
+def resolve_handler(path: str) -> Callable[[dict, Any], Any]:
+    """``"handlers.trigger.handler"`` -> the callable."""
+    module_name, _, attribute = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def error_payload(error_type: str, message: str, stack: list[str] | None = None) -> str:
+    return json.dumps({"errorType": error_type, "errorMessage": message, "stackTrace": stack or []})
+
+
+def _start_worker(handlers: tuple[str, ...], environment: dict[str, str]) -> None:
+    os.environ.update(environment)
+    for path in handlers:  # import once per worker, not on the first invocation of each function
+        resolve_handler(path)
+
+
+def _invoke(handler: str, event: Any, context: Any, function_env: dict[str, str]) -> tuple[str, bool]:
+    """Runs in a worker: (JSON payload, errored)."""
+    os.environ.update(function_env)
+    try:
+        result = resolve_handler(handler)(event, context)
+    except Exception as exc:  # the Lambda runtime turns any exception into an error payload
+        return error_payload(type(exc).__name__, str(exc), traceback.format_exception(exc)[-5:]), True
+    return json.dumps(result), False
+
+
+class LambdaWorkers:
+    """A process pool that runs handler invocations; thread-safe (moto invokes from many threads)."""
+
+    def __init__(self, handlers: Iterable[str], workers: int = DEFAULT_WORKERS):
+        self._handlers = tuple(handlers)
+        self._workers = workers
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _current_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self._workers,
+                    mp_context=multiprocessing.get_context("spawn"),  # safe whatever threads run here
+                    initializer=_start_worker,
+                    initargs=(self._handlers, dict(os.environ)),
+                )
+            return self._pool
+
+    def prewarm(self) -> None:
+        """Start every worker now (in the background), so the first batch does not wait for imports."""
+        pool = self._current_pool()
+        for _ in range(self._workers):
+            pool.submit(os.getpid)
+
+    def invoke(
+        self, handler: str, event: Any, context: Any, function_env: dict[str, str], timeout: float
+    ) -> tuple[str, bool]:
+        pool = self._current_pool()
+        try:
+            future = pool.submit(_invoke, handler, event, context, function_env)
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            return error_payload("Sandbox.Timedout", f"Task timed out after {timeout:.2f} seconds"), True
+        except BrokenProcessPool as exc:
+            self._replace(pool)
+            return error_payload("Runtime.ExitError", f"the execution environment exited: {exc}"), True
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
