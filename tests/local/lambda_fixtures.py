@@ -1,0 +1,23 @@
+"""Handlers for tests/local/test_lambda_workers.py: imported by path in the worker processes."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def echo(event, context):
+    return {"event": event, "function": context.function_name, "setting": os.environ.get("FIXTURE_SETTING")}
+
+
+def raises(event, context):
+    raise ValueError("bad input: batch-1")
+
+
+def overruns(event, context):
+    time.sleep(2)  # the slow handler under test, longer than its timeout
+    return {"finished": True}
+
+
+def exits(event, context):
+    os._exit(3)  # a crashing runtime
