@@ -96,9 +96,18 @@ def list_jobs_by_status(
 def list_recent_jobs(
     ddb: Any, table: str, since: str | None = None, until: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    """Job summaries of every status changed within [since, until], newest first."""
-    jobs = [j for s in JOB_STATES for j in list_jobs_by_status(ddb, table, s, since, until, limit)]
-    return sorted(jobs, key=lambda j: j.get("updatedAt", ""), reverse=True)[:limit]
+    """Job summaries of every status changed within [since, until], newest first.
+
+    One query per status, in the order jobs move: a job that moves on between two queries is
+    seen twice (never missed), and only its newest summary is kept.
+    """
+    newest: dict[str, dict[str, Any]] = {}
+    for status in JOB_STATES:
+        for job in list_jobs_by_status(ddb, table, status, since, until, limit):
+            seen = newest.get(job["jobId"])
+            if seen is None or job.get("updatedAt", "") >= seen.get("updatedAt", ""):
+                newest[job["jobId"]] = job
+    return sorted(newest.values(), key=lambda j: j.get("updatedAt", ""), reverse=True)[:limit]
 
 
 def list_jobs_by_calling_ae(

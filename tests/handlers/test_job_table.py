@@ -80,6 +80,28 @@ def test_queries_answer_the_operator_questions(aws):
         list_jobs_by_status(ddb, aws.table, "DONE")
 
 
+def test_a_job_that_moves_on_while_the_recent_list_is_read_is_listed_once_with_its_newest_state(aws):
+    ddb = aws.client("dynamodb")
+    table = JobTable(ddb, aws.table, ttl_days=30, clock=Clock(datetime(2028, 1, 1, tzinfo=UTC)))
+    table.record("moving", "SUBMITTED")
+
+    reader = aws.client("dynamodb")  # its own client: the hooks below stay on it
+    queried: list[str] = []
+
+    def note_status(params, **_):
+        queried.append(params["ExpressionAttributeValues"][":pk"]["S"])
+
+    def complete_after_the_submitted_query(**_):
+        if queried[-1] == "SUBMITTED":  # the job moves on between two of the per-status queries
+            table.record("moving", "COMPLETED")
+
+    reader.meta.events.register("provide-client-params.dynamodb.Query", note_status)
+    reader.meta.events.register("after-call.dynamodb.Query", complete_after_the_submitted_query)
+
+    jobs = list_recent_jobs(reader, aws.table, since="2028-01-01T00:00:00Z")
+    assert [(j["jobId"], j["currentStatus"]) for j in jobs] == [("moving", "COMPLETED")]
+
+
 def test_a_redrive_may_reopen_only_a_failed_job_and_then_moves_forward(aws, table):
     assert table.record("job-r", "SUBMITTED")
     assert table.record("job-r", "FAILED", summary={"error": "ImportJobFailed"})
