@@ -16,6 +16,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "benchmarks"
 
 
+def join_results() -> None:
+    """docs/benchmarks.md = every module's latest docs/benchmarks/<name>.md, in name order."""
+    sections = [p.read_text() for p in sorted(RESULTS.glob("*.md"))]
+    header = (
+        "# Benchmarks\n\nMeasured with `make bench` on the 2-core development machine; re-run to refresh.\n\n"
+    )
+    (ROOT / "docs" / "benchmarks.md").write_text(header + "\n".join(sections))
+
+
 def main(argv: list[str]) -> int:
     names = argv or list(MODULES)
     unknown = [n for n in names if n not in MODULES]
@@ -29,11 +38,7 @@ def main(argv: list[str]) -> int:
         print(f"== bench.{name}", flush=True)
         if subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT).returncode != 0:
             failed.append(name)
-    sections = [p.read_text() for p in sorted(RESULTS.glob("*.md"))]
-    header = (
-        "# Benchmarks\n\nMeasured with `make bench` on the 2-core development machine; re-run to refresh.\n\n"
-    )
-    (ROOT / "docs" / "benchmarks.md").write_text(header + "\n".join(sections))
+    join_results()
     if failed:
         print(f"benchmarks that failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -135,9 +135,9 @@ def table(rows: list[Row]) -> str:
         "## Import workflow",
         "",
         f"{STUDIES} studies x {INSTANCES} instances ({ROWS}x{COLS} CT), one dcmtk storescu association "
-        "per study, 10 in parallel, through the local stack (moto + in-process handlers + HealthImaging "
-        "emulator; 1 s poll, 0.5 s emulated import job). Targets: 10 StartDICOMImportJob calls, < 10 s "
-        "from the last C-STORE response to every job COMPLETED.",
+        "per study, 10 in parallel, through the local stack (moto + handlers in Lambda worker processes "
+        "+ HealthImaging emulator; 1 s poll, 0.5 s emulated import job). Targets: 10 "
+        "StartDICOMImportJob calls, < 10 s from the last C-STORE response to every job COMPLETED.",
         "",
         "| scenario | sent | acknowledged | batches | StartDICOMImportJob calls | jobs COMPLETED "
         "| last association ended -> all SUBMITTED (s) | -> all jobs ended (s) | sending (s) "
@@ -155,11 +155,12 @@ def table(rows: list[Row]) -> str:
         "",
         "Columns: *all SUBMITTED* is when the last StartDICOMImportJob was accepted (our validation of "
         "every object + the start call, with the state machine's backoff under the quota); *all jobs "
-        "ended* adds the emulated import (the emulator reads and parses every object; up to 4 jobs at "
-        "a time, 8 reads at a time per job) and RecordResults. Everything (moto, the handlers, the "
-        "emulator, the SCP) shares one Python process on this 2-core machine, so each S3 request "
-        "costs CPU time under one GIL; on AWS the same steps are network-bound and run in separate "
-        "Lambdas and in HealthImaging.",
+        "ended* adds the emulated import (the emulator parses every object; up to 4 jobs at a time) "
+        "and RecordResults. moto, the emulator and the SCP share one Python process; the handlers run "
+        "in 4 worker processes (the local Lambda execution environments); all on this 2-core machine, "
+        "where every S3 request of the validation costs ~10 ms of Python CPU (botocore in the worker, "
+        "werkzeug + Flask + moto in the server). On AWS the same steps are network-bound and run in "
+        "separate Lambdas and in HealthImaging.",
     ]
     return "\n".join(lines) + "\n"
 
