@@ -21,6 +21,7 @@ import importlib
 import json
 import multiprocessing
 import os
+import signal
 import threading
 import traceback
 from collections.abc import Callable, Iterable
@@ -43,6 +44,9 @@ def error_payload(error_type: str, message: str, stack: list[str] | None = None)
 
 
 def _start_worker(handlers: tuple[str, ...], environment: dict[str, str]) -> None:
+    # Ctrl-C in a terminal reaches the whole process group: the stack stops its workers itself
+    # (no KeyboardInterrupt in a running handler or traceback from idle workers on shutdown).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(environment)
     for path in handlers:  # import once per worker, not on the first invocation of each function
         resolve_handler(path)
@@ -53,7 +57,7 @@ def _invoke(handler: str, event: Any, context: Any, function_env: dict[str, str]
     os.environ.update(function_env)
     try:
         result = resolve_handler(handler)(event, context)
-    except Exception as exc:  # the Lambda runtime turns any exception into an error payload
+    except BaseException as exc:  # the Lambda runtime turns anything raised into an error payload
         return error_payload(type(exc).__name__, str(exc), traceback.format_exception(exc)[-5:]), True
     return json.dumps(result), False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 
@@ -21,3 +22,8 @@ def overruns(event, context):
 
 def exits(event, context):
     os._exit(3)  # a crashing runtime
+
+
+def interrupted(event, context):
+    os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal does to the process group
+    return {"pid": os.getpid()}

@@ -54,3 +54,16 @@ def test_a_dying_worker_is_an_error_and_the_next_invocation_gets_a_new_one(worke
     payload, errored = workers.invoke(f"{FIXTURES}.echo", {"again": 1}, _context(), {}, timeout=60)
     assert not errored
     assert json.loads(payload)["event"] == {"again": 1}
+
+
+def test_ctrl_c_in_the_terminal_neither_interrupts_a_handler_nor_kills_its_worker():
+    """SIGINT reaches the whole foreground process group; the stack stops its workers itself."""
+    single = LambdaWorkers([f"{FIXTURES}.interrupted"], workers=1)
+    try:
+        first, errored = single.invoke(f"{FIXTURES}.interrupted", {}, _context(), {}, timeout=60)
+        assert not errored, first
+        again, errored = single.invoke(f"{FIXTURES}.interrupted", {}, _context(), {}, timeout=60)
+        assert not errored, again
+        assert json.loads(again)["pid"] == json.loads(first)["pid"]
+    finally:
+        single.close()
