@@ -157,7 +157,7 @@ def table(rows: list[Row]) -> str:
         "every object + the start call, with the state machine's backoff under the quota); *all jobs "
         "ended* adds the emulated import (the emulator parses every object; up to 4 jobs at a time) "
         "and RecordResults. moto, the emulator and the SCP share one Python process; the handlers run "
-        "in 4 worker processes (the local Lambda execution environments); all on this 2-core machine, "
+        "in up to 6 worker processes (the local Lambda execution environments); all on this 2-core machine, "
         "where every S3 request of the validation costs ~10 ms of Python CPU (botocore in the worker, "
         "werkzeug + Flask + moto in the server). On AWS the same steps are network-bound and run in "
         "separate Lambdas and in HealthImaging.",

@@ -25,13 +25,18 @@ import os
 import signal
 import threading
 import traceback
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-DEFAULT_WORKERS = 4  # a batch's validation is I/O on the handler side: 2 per core is enough here
+DEFAULT_WORKERS = 6  # processes shared by every function
+# Invocations of one function running at once (Lambda's reserved concurrency): a burst of long
+# StartImport validations leaves workers free for the short trigger and status-poll invocations,
+# which otherwise queued behind them for tens of seconds.
+PER_FUNCTION_CONCURRENCY = 4
 
 
 def resolve_handler(path: str) -> Callable[[dict, Any], Any]:
@@ -66,11 +71,17 @@ def _invoke(handler: str, event: Any, context: Any, function_env: dict[str, str]
 class LambdaWorkers:
     """A process pool that runs handler invocations; thread-safe (moto invokes from many threads)."""
 
-    def __init__(self, handlers: Iterable[str], workers: int = DEFAULT_WORKERS):
+    def __init__(
+        self,
+        handlers: Iterable[str],
+        workers: int = DEFAULT_WORKERS,
+        per_function: int = PER_FUNCTION_CONCURRENCY,
+    ):
         self._handlers = tuple(handlers)
         self._workers = workers
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._slots = defaultdict(lambda: threading.BoundedSemaphore(min(per_function, workers)))
 
     def _current_pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -91,6 +102,14 @@ class LambdaWorkers:
         self._current_pool().submit(os.getpid)
 
     def invoke(
+        self, handler: str, event: Any, context: Any, function_env: dict[str, str], timeout: float
+    ) -> tuple[str, bool]:
+        with self._lock:
+            slots = self._slots[handler]
+        with slots:
+            return self._run(handler, event, context, function_env, timeout)
+
+    def _run(
         self, handler: str, event: Any, context: Any, function_env: dict[str, str], timeout: float
     ) -> tuple[str, bool]:
         pool = self._current_pool()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 
 def echo(event, context):
@@ -16,6 +17,8 @@ def raises(event, context):
 
 
 def overruns(event, context):
+    if "startedMarker" in event:
+        Path(event["startedMarker"]).touch()
     time.sleep(2)  # the slow handler under test, longer than its timeout
     return {"finished": True}
 

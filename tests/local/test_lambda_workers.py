@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -10,6 +12,7 @@ from cli.local.lambda_workers import LambdaWorkers
 from cli.local.moto_lambda import LambdaContext
 
 FIXTURES = "tests.local.lambda_fixtures"
+SLOW = f"{FIXTURES}.overruns"
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +70,27 @@ def test_ctrl_c_in_the_terminal_neither_interrupts_a_handler_nor_kills_its_worke
         assert json.loads(again)["pid"] == json.loads(first)["pid"]
     finally:
         single.close()
+
+
+def test_long_invocations_of_one_function_leave_workers_for_the_others(tmp_path):
+    """Per-function concurrency: a burst of one slow function does not queue the quick ones."""
+    pool = LambdaWorkers([f"{FIXTURES}.echo"], workers=2, per_function=1)
+    markers = [tmp_path / "slow-0", tmp_path / "slow-1"]
+    try:
+        with ThreadPoolExecutor(max_workers=2) as callers:
+            slow = [
+                callers.submit(pool.invoke, SLOW, {"startedMarker": str(m)}, _context(), {}, 60)
+                for m in markers
+            ]
+            deadline = time.monotonic() + 30
+            while not markers[0].exists() and time.monotonic() < deadline:
+                time.sleep(0.01)  # poll: the first slow invocation is running in a worker
+            assert markers[0].exists()
+            quick, errored = pool.invoke(f"{FIXTURES}.echo", {"quick": True}, _context(), {}, timeout=60)
+            slow_running = not slow[0].done()
+        assert not errored and json.loads(quick)["event"] == {"quick": True}
+        assert slow_running  # the quick one ran while the slow one was still running
+        assert not markers[1].exists() or slow[0].done()  # the second slow one waited for its slot
+        assert all(json.loads(s.result()[0]) == {"finished": True} for s in slow)
+    finally:
+        pool.close()
