@@ -13,7 +13,7 @@ loudly if the moto names used here move.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from botocore.exceptions import ClientError
 from moto.s3.exceptions import MissingBucket
@@ -26,18 +26,15 @@ def _error(code: str, message: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, "GetObject")
 
 
-def object_reader(account_id: str):
+def object_reader(account_id: str) -> Callable[[str, str], tuple[bytes, str]]:
     """A ``(bucket, key) -> (body, content_encoding)`` reader over moto's S3 backend.
 
-    The backend is looked up once: moto takes a process-wide lock on every lookup, and the
+    The backend is looked up once, here: moto takes a process-wide lock on every lookup, and the
     emulator reads a batch's objects from several threads.
     """
-    backends: list[Any] = []
+    backend = s3_backends[account_id][PARTITION]
 
     def read(bucket: str, key: str) -> tuple[bytes, str]:
-        if not backends:
-            backends.append(s3_backends[account_id][PARTITION])
-        backend = backends[0]
         try:
             found = backend.get_object(bucket, key)
         except MissingBucket:
