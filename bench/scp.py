@@ -261,15 +261,8 @@ def dcmtk_storescp(work: Path, associations: int, nodelay: bool = False) -> Iter
         command.append("--fork")  # storescp serves one association at a time otherwise
     # dcmtk leaves Nagle on unless TCP_NODELAY=1; it writes each response in pieces, so it stalls.
     env = {**os.environ, "TCP_NODELAY": "1" if nodelay else "0"}
-    proc = subprocess.Popen(
-        [*command, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
-    )
-    receiver = Receiver(proc, port, lambda: _count_files(out))
-    try:
-        _wait_listening(port, proc)
+    with _listening([*command, str(port)], port, out, env) as receiver:
         yield receiver
-    finally:
-        receiver.stop()
 
 
 @contextmanager
@@ -278,7 +271,16 @@ def pynetdicom_storescp(work: Path, associations: int) -> Iterator[Receiver]:
     out.mkdir()
     port = _free_port()
     command = [sys.executable, "-m", "pynetdicom", "storescp", "-aet", CALLED_AE, "-od", str(out)]
-    proc = subprocess.Popen([*command, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with _listening([*command, str(port)], port, out) as receiver:
+        yield receiver
+
+
+@contextmanager
+def _listening(
+    command: list[str], port: int, out: Path, env: dict[str, str] | None = None
+) -> Iterator[Receiver]:
+    """A third-party receiver writing one file per instance into ``out``, once it listens on ``port``."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     receiver = Receiver(proc, port, lambda: _count_files(out))
     try:
         _wait_listening(port, proc)
