@@ -1,8 +1,9 @@
 """The embedded local stack: the whole pipeline in one process, no AWS account (DESIGN "The local stack").
 
-``with LocalStack(config) as stack:`` starts moto in server mode (Step Functions execution on),
-replaces moto's docker Lambda runner with our real handlers in worker processes
-(cli/local/moto_lambda.py, cli/local/lambda_workers.py), starts the HealthImaging emulator,
+``with LocalStack(config) as stack:`` starts moto in server mode (Step Functions execution on;
+plain GetObject requests answered from its backend, cli/local/moto_s3_reads.py), replaces moto's
+docker Lambda runner with our real handlers in worker processes (cli/local/moto_lambda.py,
+cli/local/lambda_workers.py), starts the HealthImaging emulator,
 creates the resources from the same config, function list and ASL builder the Pulumi program
 uses, wires the S3 -> trigger notification on ``batches/*.json``, and starts the SCP writing to
 the dicom bucket.
@@ -28,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-from moto.server import ThreadedMotoServer
 
 from cli.local import moto_dispatch, moto_lambda, moto_objects
 from cli.local.credentials import FAKE_AWS_ENV
 from cli.local.lambda_workers import LambdaWorkers, resolve_handler
+from cli.local.moto_server import MotoServer
 from components.asl import build_definition
 from components.config import PROJECT_NAME, StackConfig
 from components.layout import (
@@ -96,7 +97,7 @@ class LocalStack:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._saved_env: dict[str, str | None] = {}
         self._logger_levels: dict[str, int] = {}
-        self._server: ThreadedMotoServer | None = None
+        self._server: MotoServer | None = None
         self._lambdas: LambdaWorkers | None = None
         self.ahi: Any = None
         self.scp: Any = None
@@ -126,12 +127,11 @@ class LocalStack:
             logger.setLevel(level)
 
         moto_dispatch.install()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.moto_port, verbose=False)
+        self._server = MotoServer("127.0.0.1", self.moto_port, LOCAL_ACCOUNT)
         self._server.start()
-        host, port = self._server.get_host_and_port()
-        moto_url = f"http://{host}:{port}"
+        moto_url = self._server.url
         # The ASL interpreter calls Lambda at localhost:$MOTO_PORT.
-        self._set_env({"MOTO_PORT": str(port)})
+        self._set_env({"MOTO_PORT": str(self._server.port)})
         # Run state machines for real (the ASL interpreter), set through the server's config API.
         self._moto_api(moto_url, "config", {"stepfunctions": {"execute_state_machine": True}})
         self._set_env({k: v for k, v in POWERTOOLS_ENV.items() if k not in os.environ})
@@ -172,8 +172,7 @@ class LocalStack:
             self.ahi = None
         if self._server is not None:
             # moto's backends and config are process-wide: leave the process as we found it.
-            host, port = self._server.get_host_and_port()
-            moto_url = f"http://{host}:{port}"
+            moto_url = self._server.url
             self._moto_api(moto_url, "config", {"stepfunctions": {"execute_state_machine": False}})
             self._moto_api(moto_url, "reset")
             self._server.stop()
