@@ -1,4 +1,4 @@
-"""Take two per-request costs out of moto (pinned 5.2.5); behaviour is unchanged.
+"""Take two per-request costs and one data race out of moto (pinned 5.2.5).
 
 1. moto server routes every request in ``DomainDispatcherApplication.get_application`` while
    holding one lock for the whole server, and in there calls ``moto.backends.list_of_moto_modules()``,
@@ -10,6 +10,13 @@
    model and endpoint rules: tens of ms of CPU) for every Task it runs; with ten executions polling
    every second that was a steady share of a core. The client is thread-safe and its settings
    depend only on (region, service, moto's port), so one is kept per key.
+3. DynamoDB ``TransactWriteItems`` deep-copies the tables it touches and, if any of its
+   conditions fails, puts that copy back: every write other threads made in between is lost
+   (under the workflow benchmark's load whole jobs vanished from the job table: our writes are
+   conditional, so failed conditions are routine). The copy is also taken without a lock and
+   failed with "dictionary changed size during iteration" (a 500) when a write landed. DynamoDB
+   on AWS has neither problem, so the local stack serves one DynamoDB request at a time; each
+   takes a few ms of CPU under the GIL anyway.
 
 tests/local/test_moto_internals.py fails loudly if the names patched here move.
 """
@@ -21,14 +28,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from moto import backends
+from moto.dynamodb.responses import DynamoHandler
 from moto.settings import moto_server_port
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 
 _ORIGINAL = backends.list_of_moto_modules
 _ORIGINAL_CLIENT = lambda_eval_utils.boto_client_for
+_ORIGINAL_DYNAMODB_ACTION = DynamoHandler.call_action
 _lock = threading.Lock()
 _modules: tuple[str, ...] | None = None
 _clients: dict[tuple[str, str, str], Any] = {}
+_dynamodb_lock = threading.Lock()
 
 
 def _cached_modules() -> Iterable[str]:
@@ -50,7 +60,14 @@ def _cached_client(region: str, service: str, state_credentials: Any = None) -> 
         return _clients[key]
 
 
+def _serialized_dynamodb_action(self: DynamoHandler) -> Any:
+    with _dynamodb_lock:
+        return _ORIGINAL_DYNAMODB_ACTION(self)
+
+
 def install() -> None:
-    """Idempotent: the cached functions return what the originals do, so they are never removed."""
+    """Idempotent; never removed: the replacements answer what the originals do (the DynamoDB one
+    only one request at a time)."""
     backends.list_of_moto_modules = _cached_modules
     lambda_eval_utils.boto_client_for = _cached_client
+    DynamoHandler.call_action = _serialized_dynamodb_action

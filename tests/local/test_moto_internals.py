@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from moto import backends, mock_aws
 from moto.awslambda.models import LambdaFunction
 from moto.core.config import default_user_config
+from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server import werkzeug_app
 from moto.server import ThreadedMotoServer
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
@@ -124,3 +125,52 @@ def test_the_emulator_reads_what_the_s3_api_wrote_from_the_backend(monkeypatch):
             read("no-such-bucket", "a/b.dcm")
     assert missing_key.value.response["Error"]["Code"] == "NoSuchKey"
     assert missing_bucket.value.response["Error"]["Code"] == "NoSuchBucket"
+
+
+def test_dynamodb_requests_are_served_one_at_a_time_so_a_failed_transaction_loses_no_writes():
+    """moto's TransactWriteItems restores a copy of the table when a condition fails; without
+    the lock, the writes other threads made meanwhile vanished (cli/local/moto_dispatch.py)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cli.local.credentials import local_client
+    from cli.local.moto_server import MotoServer
+
+    moto_dispatch.install()
+    assert DynamoHandler.call_action is moto_dispatch._serialized_dynamodb_action
+    server = MotoServer("127.0.0.1", 0, LOCAL_ACCOUNT)
+    server.start()
+    try:
+        ddb = local_client("dynamodb", server.url)
+        ddb.create_table(
+            TableName="race",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        ddb.put_item(TableName="race", Item={"pk": {"S": "existing"}})
+
+        def put(index: int) -> None:
+            ddb.put_item(TableName="race", Item={"pk": {"S": f"item-{index}"}})
+
+        def failing_transaction(index: int) -> None:
+            with pytest.raises(ClientError, match="TransactionCanceled"):
+                ddb.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": "race",
+                                "Item": {"pk": {"S": "existing"}, "n": {"N": str(index)}},
+                                "ConditionExpression": "attribute_not_exists(pk)",
+                            }
+                        }
+                    ]
+                )
+
+        with ThreadPoolExecutor(8) as pool:
+            work = [pool.submit(task, i) for i in range(300) for task in (put, failing_transaction)]
+            for done in work:
+                done.result()
+        stored = sum(page["Count"] for page in ddb.get_paginator("scan").paginate(TableName="race"))
+        assert stored == 301
+    finally:
+        server.stop()
