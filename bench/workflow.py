@@ -168,7 +168,7 @@ def table(rows: list[Row]) -> str:
         "ended* adds the emulated import (the emulator parses every object; up to 4 jobs at a time) "
         "and RecordResults. moto, the emulator and the SCP share one Python process; the handlers run "
         "in up to 6 worker processes (the local Lambda execution environments); all on this 2-core "
-        "machine, where validating one object costs ~7-8 ms of Python CPU in the worker (a ranged "
+        "machine, where validating one object costs 7-10 ms of Python CPU in the worker (a ranged "
         "GetObject through botocore + reading the header) and ~2 ms in moto's process. One after "
         "another, the earlier batches are validated and imported while later studies arrive; at "
         "once, all 3,000 validations come after the last C-STORE. On AWS the same steps are "
