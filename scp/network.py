@@ -1,9 +1,13 @@
 """pynetdicom's association server, adapted for the gateway.
 
-- ``GatewayServer`` can share its port with other worker processes (SO_REUSEPORT).
-- ``GatewayRequestHandler`` sets TCP_NODELAY on every accepted socket (senders whose stacks keep
-  Nagle on otherwise stall ~45 ms per image), attaches a session to the association, runs the
-  association to its end in this connection's thread, then finishes the session (seals).
+- ``GatewayServer`` can share its port with other worker processes (SO_REUSEPORT), and leaves
+  the TLS handshake to the connection's thread: pynetdicom does it in the accept loop, where a
+  peer that connects and sends nothing (a stalled client, a port scan) blocked every later
+  connection to the TLS port for good.
+- ``GatewayRequestHandler`` completes the TLS handshake (within the ACSE timeout), sets
+  TCP_NODELAY on every accepted socket (senders whose stacks keep Nagle on otherwise stall ~45 ms
+  per image), attaches a session to the association, runs the association to its end in this
+  connection's thread, then finishes the session (seals).
 - ``on_requested`` (EVT_REQUESTED) applies the access policy and sends the A-ASSOCIATE-RJ.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import ssl
 from typing import Any
 
 from pynetdicom import evt
@@ -50,11 +55,19 @@ class GatewayServer(ThreadedAssociationServer):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
 
 class GatewayRequestHandler(RequestHandler):
     server: GatewayServer
 
     def handle(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket) and not self._tls_handshake():
+            return
         try:
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # the peer already went away
@@ -70,6 +83,24 @@ class GatewayRequestHandler(RequestHandler):
         finally:
             _discard_partial_spool(assoc)
             sessions.finish(assoc)
+
+    def _tls_handshake(self) -> bool:
+        """True once the handshake is done; a failed one is logged and the connection dropped."""
+        fields = {"peerAddress": str(self.client_address[0])}
+        blocking = self.request.gettimeout()
+        self.request.settimeout(self.server.ae.acse_timeout)
+        try:
+            self.request.do_handshake()
+        except (ssl.SSLEOFError, ConnectionError, TimeoutError) as exc:  # gone, or never spoke TLS
+            log.info(
+                "TLS connection ended before its handshake", extra={"fields": fields | {"reason": str(exc)}}
+            )
+            return False
+        except (ssl.SSLError, OSError) as exc:  # e.g. no or an untrusted client certificate
+            log.warning("TLS handshake failed", extra={"fields": fields | {"reason": str(exc)}})
+            return False
+        self.request.settimeout(blocking)
+        return True
 
 
 def _discard_partial_spool(assoc: Any) -> None:

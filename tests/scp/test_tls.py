@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 import pytest
@@ -9,7 +10,7 @@ from pydicom import dcmread
 
 from tests.scp.certificates import make_pki
 from tests.scp.dicom_factory import write_instance
-from tests.scp.harness import ScpProcess, associate, file_contexts, raw_sending
+from tests.scp.harness import ScpProcess, associate, file_contexts, raw_sending, wait_for
 from tests.scp.manifests import wait_file_manifests
 
 
@@ -68,3 +69,27 @@ def test_tls_without_client_certificate_is_refused(tls_scp, tmp_path):
         tls_args=(_client_context(pki, with_certificate=False), "localhost"),
     )
     assert not assoc.is_established
+    refusals = wait_for(
+        lambda: [r for r in scp.logs() if r.get("message") == "TLS handshake failed"],
+        what="a log record of the refused handshake",
+    )
+    assert refusals[0]["level"] == "WARNING" and "certificate" in refusals[0]["reason"].lower()
+    assert refusals[0]["peerAddress"] == "127.0.0.1"
+
+
+def test_a_client_that_never_starts_its_handshake_does_not_hold_up_the_others(tls_scp, tmp_path):
+    """The handshake runs in the connection's own thread: a peer that connects to the TLS port and
+    sends nothing (a stalled client, a port scan) must not stop the next modality's association."""
+    scp, pki, store = tls_scp
+    path = write_instance(tmp_path / "after-stall.dcm")
+    with socket.create_connection(("127.0.0.1", scp.tls_port), timeout=30):
+        assoc = associate(
+            scp.tls_port,
+            file_contexts([path]),
+            tls_args=(_client_context(pki, with_certificate=True), "localhost"),
+        )
+        assert assoc.is_established
+        with raw_sending():
+            assert assoc.send_c_store(path).Status == 0
+        assoc.release()
+    wait_file_manifests(store, {str(dcmread(path).SOPInstanceUID)})
