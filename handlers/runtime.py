@@ -5,6 +5,7 @@ the deployment wrote) and opens the job table."""
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,12 @@ def environment() -> Environment:
 
 
 def powertools() -> tuple[Logger, Metrics, Tracer]:
-    """One handler module's logger, metrics and tracer, all under the workflow's service name."""
+    """One handler module's logger, metrics and tracer, all under the workflow's service name.
+
+    An invocation without metrics is normal here (a status poll while the import runs), so
+    Powertools' warning about it is filtered, the way its documentation suggests.
+    """
+    warnings.filterwarnings("ignore", "No application metrics to publish*")
     return (
         Logger(service=SERVICE),
         Metrics(namespace=METRICS_NAMESPACE, service=SERVICE),

@@ -26,7 +26,7 @@ import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import boto3
 
@@ -101,6 +101,7 @@ class LocalStack:
         self._lambdas: LambdaWorkers | None = None
         self.ahi: Any = None
         self.scp: Any = None
+        self._scp_metrics: TextIO | None = None
         self.outputs: dict[str, Any] = {}
         self.environment: dict[str, str] = {}
         self.resources: WorkflowResources | None = None
@@ -167,6 +168,9 @@ class LocalStack:
         if self.scp is not None:
             self.scp.stop()
             self.scp = None
+        if self._scp_metrics is not None:
+            self._scp_metrics.close()
+            self._scp_metrics = None
         if self.ahi is not None:
             self.ahi.stop()
             self.ahi = None
@@ -354,7 +358,9 @@ class LocalStack:
                 "task_id": "local",
             }
         )
-        self.scp = StoreScp(settings)
+        # The SCP's CloudWatch EMF lines go to a file next to the spool instead of the console.
+        self._scp_metrics = (data_dir / "scp-metrics.emf").open("a")
+        self.scp = StoreScp(settings, stdout=self._scp_metrics)
         self.scp.start()
         self.outputs["dicomPort"] = self.scp.port
 

@@ -134,3 +134,6 @@ def test_demo_json_as_make_demo_runs_it(tmp_path):
     [job] = document["jobs"]
     assert job["status"] == "COMPLETED" and job["importedCount"] == 5
     assert job["imageSetIds"] and all(IMAGE_SET_ID.match(i) for i in job["imageSetIds"])
+    # the SCP's EMF lines go to a file, and status polls without metrics do not warn
+    assert '"_aws"' not in result.stdout + result.stderr
+    assert "No application metrics" not in result.stderr
