@@ -296,3 +296,78 @@ def unused_port() -> int:
     with socket.socket() as probe:  # an ephemeral port nobody listens on once closed
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class CorruptingProxy:
+    """TCP proxy in front of a real SCP that replaces the first P-DATA-TF PDU the SCP sends (the
+    first C-STORE response) with ``replacement``; everything else passes through unchanged."""
+
+    def __init__(self, upstream_port: int, replacement: bytes):
+        self.upstream_port = upstream_port
+        self.replacement: bytes | None = replacement
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._copy, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._copy_pdus, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _copy(source: socket.socket, target: socket.socket) -> None:
+        with source, target:
+            while data := source.recv(65536):
+                target.sendall(data)
+
+    def _copy_pdus(self, source: socket.socket, target: socket.socket) -> None:
+        with source, target, source.makefile("rb") as stream:
+            while len(header := stream.read(6)) == 6:
+                pdu = header + stream.read(int.from_bytes(header[2:], "big"))
+                with self._lock:
+                    if header[0] == 0x04 and self.replacement is not None:
+                        pdu, self.replacement = self.replacement, None
+                target.sendall(pdu)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _pdu(pdu_type: int, body: bytes) -> bytes:
+    return bytes([pdu_type, 0]) + len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize(
+    ("replacement", "reason"),
+    [
+        (_pdu(0x09, b"\0" * 4), "protocol error: PDU type 0x09, 4 bytes"),
+        (_pdu(0x01, b"\0" * 4), "protocol error: unexpected PDU type 0x01"),
+        (
+            _pdu(0x04, (200).to_bytes(4, "big") + b"\x01\x03"),
+            "protocol error: malformed presentation data value",
+        ),
+    ],
+    ids=["unknown PDU type", "A-ASSOCIATE-RQ mid-association", "PDV longer than its PDU"],
+)
+def test_a_malformed_response_loses_the_association_and_the_instance_is_sent_again(
+    studies, replacement, reason
+):
+    files, _ = scan(studies[:2])
+    recorder = Recorder()
+    with pynetdicom_scp(recorder) as port:
+        proxy = CorruptingProxy(port, replacement)
+        try:
+            [first, _] = send_files(files, to_pynetdicom(proxy.port), retries=0).results
+            assert not first.stored and first.reason == f"association lost: {reason}"
+            proxy.replacement = replacement
+            report = send_files(files, to_pynetdicom(proxy.port), backoff=0.01)
+        finally:
+            proxy.close()
+    assert len(report.stored) == 2 and [r.attempts for r in report.results] == [2, 1]
+    assert recorder.received == {f.sop_instance_uid: dataset_bytes(f.path) for f in files}
