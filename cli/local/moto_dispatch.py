@@ -9,7 +9,9 @@
 2. The Step Functions interpreter builds a new boto3 Lambda client (loading botocore's service
    model and endpoint rules: tens of ms of CPU) for every Task it runs; with ten executions polling
    every second that was a steady share of a core. The client is thread-safe and its settings
-   depend only on (region, service, moto's port), so one is kept per key.
+   depend only on (region, service, moto's port), so one is kept per key. (The first version
+   of this cache skipped calls that carry state credentials, which every Task call does: it
+   never hit.)
 3. DynamoDB ``TransactWriteItems`` deep-copies the tables it touches and, if any of its
    conditions fails, puts that copy back: every write other threads made in between is lost
    (under the workflow benchmark's load whole jobs vanished from the job table: our writes are
@@ -51,8 +53,8 @@ def _cached_modules() -> Iterable[str]:
 
 
 def _cached_client(region: str, service: str, state_credentials: Any = None) -> Any:
-    if state_credentials is not None:  # per-state credentials: not cacheable, and unused here
-        return _ORIGINAL_CLIENT(region, service, state_credentials)
+    # The interpreter passes the state's credentials (the state machine's role) on every call;
+    # moto's boto_client_for ignores them (fixed fake keys), so they are not part of the key.
     key = (region, service, str(moto_server_port()))
     with _lock:
         if key not in _clients:

@@ -21,6 +21,7 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server import werkzeug_app
 from moto.server import ThreadedMotoServer
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+from moto.stepfunctions.parser.asl.component.state.exec.state_task.credentials import StateCredentials
 
 from cli.local import moto_dispatch, moto_lambda, moto_objects
 from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION
@@ -91,11 +92,15 @@ def test_the_asl_interpreter_builds_its_lambda_client_through_the_cached_name():
         "service",
         "state_credentials",
     ]
+    # moto ignores the state's credentials (fixed fake keys), so the cache may too
+    body = inspect.getsource(moto_dispatch._ORIGINAL_CLIENT).split(":", 1)[1].split("\n", 1)[1]
+    assert "state_credentials" not in body and 'aws_access_key_id="ak"' in body
     moto_dispatch.install()
     assert lambda_eval_utils.boto_client_for is moto_dispatch._cached_client
-    first = lambda_eval_utils.boto_client_for("us-east-1", "lambda")
+    role = StateCredentials(role_arn="arn:aws:iam::123456789012:role/sfn")
+    first = lambda_eval_utils.boto_client_for(region="us-east-1", service="lambda", state_credentials=role)
     assert lambda_eval_utils.boto_client_for("us-east-1", "lambda") is first
-    assert lambda_eval_utils.boto_client_for("eu-west-1", "lambda") is not first
+    assert lambda_eval_utils.boto_client_for("eu-west-1", "lambda", role) is not first
     assert first.meta.endpoint_url.startswith("http://localhost:")
 
 
