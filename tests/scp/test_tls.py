@@ -43,10 +43,9 @@ def _client_context(pki, *, with_certificate: bool) -> ssl.SSLContext:
     return context
 
 
-def test_tls_with_client_certificate_stores(tls_scp, tmp_path):
+def _store_over_tls(tls_scp, path) -> list:
+    """Send one file over TLS with a client certificate and release; its sealed manifests."""
     scp, pki, store = tls_scp
-    assert scp.port is None and scp.tls_port
-    path = write_instance(tmp_path / "tls.dcm")
     assoc = associate(
         scp.tls_port,
         file_contexts([path]),
@@ -56,7 +55,13 @@ def test_tls_with_client_certificate_stores(tls_scp, tmp_path):
     with raw_sending():
         assert assoc.send_c_store(path).Status == 0
     assoc.release()
-    [manifest] = wait_file_manifests(store, {str(dcmread(path).SOPInstanceUID)})
+    return wait_file_manifests(store, {str(dcmread(path).SOPInstanceUID)})
+
+
+def test_tls_with_client_certificate_stores(tls_scp, tmp_path):
+    scp, _, _ = tls_scp
+    assert scp.port is None and scp.tls_port
+    [manifest] = _store_over_tls(tls_scp, write_instance(tmp_path / "tls.dcm"))
     assert manifest.seal_reason == "release"
 
 
@@ -80,16 +85,7 @@ def test_tls_without_client_certificate_is_refused(tls_scp, tmp_path):
 def test_a_client_that_never_starts_its_handshake_does_not_hold_up_the_others(tls_scp, tmp_path):
     """The handshake runs in the connection's own thread: a peer that connects to the TLS port and
     sends nothing (a stalled client, a port scan) must not stop the next modality's association."""
-    scp, pki, store = tls_scp
-    path = write_instance(tmp_path / "after-stall.dcm")
+    scp, _, _ = tls_scp
     with socket.create_connection(("127.0.0.1", scp.tls_port), timeout=30):
-        assoc = associate(
-            scp.tls_port,
-            file_contexts([path]),
-            tls_args=(_client_context(pki, with_certificate=True), "localhost"),
-        )
-        assert assoc.is_established
-        with raw_sending():
-            assert assoc.send_c_store(path).Status == 0
-        assoc.release()
-    wait_file_manifests(store, {str(dcmread(path).SOPInstanceUID)})
+        [manifest] = _store_over_tls(tls_scp, write_instance(tmp_path / "after-stall.dcm"))
+    assert manifest.seal_reason == "release"
