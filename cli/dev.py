@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -20,6 +20,8 @@ from rich.table import Table
 
 from cli.context import AppContext, state_file
 from cli.errors import UsageProblem
+
+SIGNAL_CHECK_SECONDS = 0.2  # how often the waiting main thread wakes to run signal handlers
 
 
 @contextmanager
@@ -86,8 +88,8 @@ def dev(
 ) -> None:
     """Run the local stack (moto, Lambdas, HealthImaging emulator, SCP) in the foreground."""
     app: AppContext = ctx.obj
-    stopped = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped: list[int] = []  # appended by the handler: a signal handler must not take locks
+    previous = signal.signal(signal.SIGTERM, lambda number, _frame: stopped.append(number))
     try:
         with app.logs_to_stderr(), local_stack(app, port, publish=True) as stack:
             if app.json:
@@ -98,7 +100,10 @@ def dev(
                 describe(app, stack)
                 app.console.print("[bold green]ready[/]")
             try:
-                stopped.wait()
+                # Python runs signal handlers (Ctrl-C's KeyboardInterrupt included) only when this
+                # thread runs bytecode: sleep in short steps instead of blocking on a lock.
+                while not stopped:
+                    time.sleep(SIGNAL_CHECK_SECONDS)
             except KeyboardInterrupt:
                 pass
             app.err.print("stopping the local stack ...")

@@ -30,6 +30,7 @@ from scp import logs
 WORKER_ENV = "DICOM_SCP_WORKER"  # worker index, set by the first process for the others
 READY_FD_ENV = "DICOM_SCP_READY_FD"  # pipe a worker writes one line to once it is listening
 WORKER_STOP_GRACE = 15.0  # seconds beyond the drain window before a worker is killed
+SIGNAL_CHECK_SECONDS = 0.2  # how often the main thread wakes to run pending signal handlers
 
 log = logging.getLogger("scp.main")
 
@@ -114,9 +115,10 @@ def main() -> int:
 
     from scp.server import StoreScp  # after logging is configured
 
-    stop_requested = threading.Event()
+    stop_requested = threading.Event()  # set by the orphan watcher of a worker
+    signals: list[int] = []  # appended by the handlers: a signal handler must not take locks
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop_requested.set())
+        signal.signal(signum, lambda number, _frame: signals.append(number))
 
     scp = StoreScp(settings)
     scp.start()
@@ -134,7 +136,13 @@ def main() -> int:
         with os.fdopen(int(os.environ[READY_FD_ENV]), "w") as ready:
             ready.write("listening\n")
         threading.Thread(target=_stop_when_orphaned, args=(stop_requested,), daemon=True).start()
-    stop_requested.wait()
+    # Wake regularly: Python runs signal handlers in the main thread only, when it runs bytecode.
+    # Blocked in a plain Event.wait(), the main thread was seen never to run the SIGTERM handler
+    # (the signal can reach another thread; a test under load waited until it killed the SCP).
+    # The handler itself takes no lock: Event.set() there can deadlock with this thread's wait().
+    while not (signals or stop_requested.wait(SIGNAL_CHECK_SECONDS)):
+        pass
+    stop_requested.set()  # ends a worker's orphan watcher
     stopper = threading.Thread(
         target=_stop_workers, args=(workers, settings.drain_seconds + WORKER_STOP_GRACE)
     )
