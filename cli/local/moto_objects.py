@@ -14,6 +14,7 @@ loudly if the moto names used here move.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from botocore.exceptions import ClientError
 from moto.s3.exceptions import MissingBucket
@@ -26,13 +27,15 @@ def _error(code: str, message: str) -> ClientError:
     return ClientError({"Error": {"Code": code, "Message": message}}, "GetObject")
 
 
-def object_reader(account_id: str) -> Callable[[str, str], tuple[bytes, str]]:
-    """A ``(bucket, key) -> (body, content_encoding)`` reader over moto's S3 backend.
+def s3_backend(account_id: str) -> Any:
+    """moto's S3 backend of ``account_id``. Look it up once per user, not per read: moto takes a
+    process-wide lock on every lookup, and the readers run in many threads."""
+    return s3_backends[account_id][PARTITION]
 
-    The backend is looked up once, here: moto takes a process-wide lock on every lookup, and the
-    emulator reads a batch's objects from several threads.
-    """
-    backend = s3_backends[account_id][PARTITION]
+
+def object_reader(account_id: str) -> Callable[[str, str], tuple[bytes, str]]:
+    """A ``(bucket, key) -> (body, content_encoding)`` reader over moto's S3 backend."""
+    backend = s3_backend(account_id)
 
     def read(bucket: str, key: str) -> tuple[bytes, str]:
         try:

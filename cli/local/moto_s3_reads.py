@@ -22,9 +22,9 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moto.s3.models import FakeKey, s3_backends
+from moto.s3.models import FakeKey
 
-from cli.local.moto_objects import PARTITION
+from cli.local.moto_objects import s3_backend
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -37,11 +37,8 @@ _HANDLED_BY_MOTO = ("HTTP_IF_", "HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_CUSTOMER", "H
 
 
 def serve_reads_from_backend(app: WsgiApp, account_id: str) -> WsgiApp:
-    """``app`` (moto's WSGI application) with plain GetObject requests answered from the backend.
-
-    The backend is looked up once: moto takes a process-wide lock on every lookup.
-    """
-    backend = s3_backends[account_id][PARTITION]
+    """``app`` (moto's WSGI application) with plain GetObject requests answered from the backend."""
+    backend = s3_backend(account_id)
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         found = _plain_get(environ, backend)
@@ -73,10 +70,9 @@ def _plain_get(environ: dict[str, Any], backend: Any) -> tuple[FakeKey, tuple[in
     if "HTTP_RANGE" not in environ:
         return key, None
     matched = _RANGE.fullmatch(environ["HTTP_RANGE"])
-    if matched is None or int(matched[1]) >= key.size:
+    if matched is None:
         return None
-    first = int(matched[1])
-    last = key.size - 1 if not matched[2] else min(int(matched[2]), key.size - 1)
+    first, last = int(matched[1]), min(int(matched[2] or key.size - 1), key.size - 1)
     return (key, (first, last)) if first <= last else None
 
 
