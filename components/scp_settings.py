@@ -52,6 +52,18 @@ class ScpSettings(Settings):
     acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association messages")
     dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for DIMSE messages")
     network_timeout: float = Field(60.0, gt=0, description="Idle seconds before an association is aborted")
+    artim_timeout: float = Field(
+        10.0, gt=0, description="Seconds a new connection has to send its association request (ARTIM)"
+    )
+    max_pending_connections: int = Field(
+        64,
+        ge=1,
+        le=10000,
+        description="Connections waiting for their association request; past it the oldest is dropped",
+    )
+    max_connections_per_peer: int = Field(
+        0, ge=0, le=10000, description="Concurrent connections from one peer address (0 = no limit)"
+    )
     max_pdu: int = Field(
         1024 * 1024,
         ge=0,

@@ -35,6 +35,7 @@ class Metrics:
             "StoreFailures": 0,
             "Associations": 0,
             "RejectedAssociations": 0,
+            "RefusedConnections": 0,
             "BatchesSealed": 0,
             "latency": [],
             "seen": 0,
@@ -74,6 +75,12 @@ class Metrics:
             self._inc("dicom_scp_associations_total", outcome=outcome)
             key = "RejectedAssociations" if outcome.startswith("rejected") else "Associations"
             self._window[key] += 1
+
+    def connection_refused(self, kind: str) -> None:
+        """A connection closed before it became an association; kind: malformed or quiet."""
+        with self._lock:
+            self._inc("dicom_scp_connections_refused_total", kind=kind)
+            self._window["RefusedConnections"] += 1
 
     def sealed(self, reason: str) -> None:
         with self._lock:

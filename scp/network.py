@@ -4,11 +4,13 @@
   the TLS handshake to the connection's thread: pynetdicom does it in the accept loop, where a
   peer that connects and sends nothing (a stalled client, a port scan) blocked every later
   connection to the TLS port for good.
-- ``GatewayRequestHandler`` completes the TLS handshake (within the ACSE timeout), sets
-  TCP_NODELAY on every accepted socket (senders whose stacks keep Nagle on otherwise stall ~45 ms
-  per image), attaches a session to the association, runs the association to its end in this
-  connection's thread, then finishes the session (seals).
-- ``on_requested`` (EVT_REQUESTED) applies the access policy and sends the A-ASSOCIATE-RJ.
+- ``GatewayRequestHandler`` lets ``scp/admission.py`` read the connection's association request
+  (TLS handshake included, within the ARTIM timeout); only then does a pynetdicom association
+  exist. It sets TCP_NODELAY on every accepted socket (senders whose stacks keep Nagle on
+  otherwise stall ~45 ms per image), attaches a session to the association, runs the association
+  to its end in this connection's thread, then finishes the session (seals).
+- ``on_requested`` (EVT_REQUESTED) applies the access policy and the per-peer connection limit,
+  and sends the A-ASSOCIATE-RJ.
 """
 
 from __future__ import annotations
@@ -16,16 +18,17 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import ssl
 from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
-from scp.access import AccessPolicy
+from scp.access import AccessPolicy, association_limit, peer_limit
+from scp.admission import Admission, hand_over
 from scp.fast_transport import SpoolingDIMSE, accelerate
 from scp.metrics import Metrics
 from scp.sessions import Sessions
+from scp.upper_layer import guard
 
 log = logging.getLogger("scp.network")
 
@@ -45,8 +48,11 @@ class SharedContexts(list):
 class GatewayServer(ThreadedAssociationServer):
     daemon_threads = True  # StoreScp.stop drains and aborts associations itself
 
-    def __init__(self, *args: Any, sessions: Sessions, reuse_port: bool = False, **kwargs: Any):
+    def __init__(
+        self, *args: Any, sessions: Sessions, admission: Admission, reuse_port: bool = False, **kwargs: Any
+    ):
         self.sessions = sessions
+        self.admission = admission
         self.reuse_port = reuse_port
         super().__init__(*args, **kwargs)
 
@@ -66,41 +72,31 @@ class GatewayRequestHandler(RequestHandler):
     server: GatewayServer
 
     def handle(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket) and not self._tls_handshake():
-            return
-        try:
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # the peer already went away
-            return
-        assoc = self._create_association()
-        accelerate(assoc)  # event-driven receive path (scp/fast_transport.py)
-        sessions = self.server.sessions
-        sessions.attach(assoc, peer_address=str(self.client_address[0]))
-        try:
-            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-            assoc.start()
-            assoc.join()
-        finally:
-            _discard_partial_spool(assoc)
-            sessions.finish(assoc)
-
-    def _tls_handshake(self) -> bool:
-        """True once the handshake is done; a failed one is logged and the connection dropped."""
-        fields = {"peerAddress": str(self.client_address[0])}
-        blocking = self.request.gettimeout()
-        self.request.settimeout(self.server.ae.acse_timeout)
-        try:
-            self.request.do_handshake()
-        except (ssl.SSLEOFError, ConnectionError, TimeoutError) as exc:  # gone, or never spoke TLS
-            log.info(
-                "TLS connection ended before its handshake", extra={"fields": fields | {"reason": str(exc)}}
+        admission = self.server.admission
+        peer = str(self.client_address[0])
+        with admission.connection(peer):
+            request = admission.receive_request(
+                self.request, peer, tls_port=self.server.ssl_context is not None
             )
-            return False
-        except (ssl.SSLError, OSError) as exc:  # e.g. no or an untrusted client certificate
-            log.warning("TLS handshake failed", extra={"fields": fields | {"reason": str(exc)}})
-            return False
-        self.request.settimeout(blocking)
-        return True
+            if request is None:  # refused, logged and closed
+                return
+            try:
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # the peer already went away
+                return
+            assoc = self._create_association()
+            accelerate(assoc)  # event-driven receive path (scp/fast_transport.py)
+            guard(assoc)
+            hand_over(assoc, request)
+            sessions = self.server.sessions
+            sessions.attach(assoc, peer_address=peer)
+            try:
+                evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+                assoc.start()
+                assoc.join()
+            finally:
+                _discard_partial_spool(assoc)
+                sessions.finish(assoc)
 
 
 def _discard_partial_spool(assoc: Any) -> None:
@@ -119,12 +115,19 @@ def _discard_partial_spool(assoc: Any) -> None:
             pass
 
 
-def on_requested(event: Any, policy: AccessPolicy, metrics: Metrics) -> None:
-    """EVT_REQUESTED: reject before negotiation when the peer may not associate."""
+def on_requested(
+    event: Any, policy: AccessPolicy, admission: Admission, sessions: Sessions, metrics: Metrics
+) -> None:
+    """EVT_REQUESTED: reject before negotiation when the peer may not associate (pynetdicom's own
+    association limit stays as a backstop; this one says why in the log)."""
     assoc = event.assoc
     request = assoc.requestor.primitive
     calling, called = str(request.calling_ae_title).strip(), str(request.called_ae_title).strip()
     rejection = policy.check(called_ae=called, calling_ae=calling, peer_address=assoc.requestor.address)
+    if rejection is None and sessions.count() > assoc.ae.maximum_associations:
+        rejection = association_limit(assoc.ae.maximum_associations)
+    if rejection is None and admission.peer_over_limit(assoc.requestor.address):
+        rejection = peer_limit(admission.max_per_peer)
     if rejection is None:
         return
     metrics.association(f"rejected-{rejection.why}")
@@ -140,6 +143,7 @@ def on_requested(event: Any, policy: AccessPolicy, metrics: Metrics) -> None:
                 "result": rejection.result,
                 "source": rejection.source,
                 "reason": rejection.reason,
+                "detail": rejection.detail,
             }
         },
     )

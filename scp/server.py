@@ -29,6 +29,7 @@ from components.layout import BatchManifest
 from components.scp_settings import ScpSettings
 from scp import fast_transport
 from scp.access import AccessPolicy
+from scp.admission import Admission
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
 from scp.health import CachedCheck, HealthServer
 from scp.metrics import EMF_INTERVAL_SECONDS, Metrics
@@ -73,6 +74,12 @@ class StoreScp:
             settings.batch_max_files, settings.batch_max_bytes, settings.batch_max_age_seconds
         )
         self.sessions = Sessions(self._make_writer, self.metrics, idle_after=settings.network_timeout)
+        self.admission = Admission(
+            self.metrics,
+            artim_timeout=settings.artim_timeout,
+            max_pending=settings.max_pending_connections,
+            max_per_peer=settings.max_connections_per_peer,
+        )
         self._servers: list[GatewayServer] = []
         self._health: HealthServer | None = None
         self._draining = threading.Event()
@@ -94,7 +101,7 @@ class StoreScp:
         self.storage.prepare()
         ae = self._make_ae()
         handlers = [
-            (evt.EVT_REQUESTED, on_requested, [self._policy(), self.metrics]),
+            (evt.EVT_REQUESTED, on_requested, [self._policy(), self.admission, self.sessions, self.metrics]),
             (
                 evt.EVT_C_STORE,
                 handle_store,
@@ -143,6 +150,7 @@ class StoreScp:
         self._draining.set()
         for server in self._servers:
             server.shutdown()  # stops the accept loop and closes the listening socket
+        self.admission.close_waiting()  # connections that never asked for an association
         log.info("draining", extra={"fields": {"associations": self.sessions.count(), "drainSeconds": drain}})
         if not self.sessions.wait_empty(drain):
             remaining = self.sessions.all()
@@ -178,7 +186,11 @@ class StoreScp:
     def metrics_text(self) -> str:
         ready, _ = self.readiness()
         return self.metrics.prometheus(
-            {"dicom_scp_active_associations": self.sessions.count(), "dicom_scp_ready": 1 if ready else 0}
+            {
+                "dicom_scp_active_associations": self.sessions.count(),
+                "dicom_scp_pending_connections": self.admission.pending(),
+                "dicom_scp_ready": 1 if ready else 0,
+            }
         )
 
     def readiness_line(self) -> str:
@@ -225,6 +237,7 @@ class StoreScp:
             server_class=GatewayServer,
             request_handler=GatewayRequestHandler,
             sessions=self.sessions,
+            admission=self.admission,
             reuse_port=reuse_port,
         )
         ae._servers.append(server)  # pynetdicom's server.shutdown() removes it from there

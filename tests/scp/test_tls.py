@@ -75,10 +75,15 @@ def test_tls_without_client_certificate_is_refused(tls_scp, tmp_path):
     )
     assert not assoc.is_established
     refusals = wait_for(
-        lambda: [r for r in scp.logs() if r.get("message") == "TLS handshake failed"],
+        lambda: [
+            r
+            for r in scp.logs()
+            if r.get("message") == "connection refused" and r["reason"].startswith("TLS handshake failed")
+        ],
         what="a log record of the refused handshake",
     )
     assert refusals[0]["level"] == "WARNING" and "certificate" in refusals[0]["reason"].lower()
+    assert refusals[0]["port"] == "tls"
     assert refusals[0]["peerAddress"] == "127.0.0.1"
 
 
