@@ -2,10 +2,11 @@
 
 The receive path (``scp/fast_transport.py``) writes each C-STORE dataset with ``SpoolWriter``:
 the file meta header, then the dataset bytes as they arrive. On the way it computes the SHA-256
-of the whole file and keeps the first ``HEADER_BYTES`` of the dataset, so the store handler reads
-nothing back: the UIDs come from those bytes (``scp/header.py``) and the file backend renames the
-spool file into place. ``Spooled`` is the finished file; ``Spooled.from_file`` builds one by
-reading a file pynetdicom spooled itself (the stock receive path).
+of the whole file, keeps the first ``HEADER_BYTES`` of the dataset and walks its elements for
+completeness (``scp/completeness.py``), so the store handler reads nothing back: the UIDs come
+from those bytes (``scp/header.py``) and the file backend renames the spool file into place.
+``Spooled`` is the finished file; ``Spooled.from_file`` builds one by reading a file pynetdicom
+spooled itself (the stock receive path).
 
 Spool files live in the process's temporary directory, which ``python -m scp`` points at
 ``SCP_SPOOL_DIR`` (the same filesystem as a ``file://`` store lets the rename work).
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+from scp.completeness import Completeness
 
 HEADER_BYTES = 64 * 1024  # of each dataset kept in memory for the UIDs; typical headers are < 10 KB
 READ_CHUNK = 1024 * 1024
@@ -66,6 +69,7 @@ class Spooled:
     whole_dataset_in_header: bool
     transfer_syntax: str
     inode: tuple[int, int]  # (st_dev, st_ino): lets a retried move recognise the file it moved
+    incomplete: str | None = None  # why the dataset is not whole (truncated, cannot be walked)
 
     def discard(self) -> None:
         """Remove the spool file if storage did not take it (no-op after a rename into the store)."""
@@ -79,13 +83,20 @@ class Spooled:
         """Hash a Part 10 file pynetdicom spooled and keep its header bytes (one read)."""
         digest = hashlib.sha256()
         start = bytearray()
+        check = Completeness(transfer_syntax)
+        offset: int | None = None
         with path.open("rb") as source:
             stat = os.fstat(source.fileno())
             while chunk := source.read(READ_CHUNK):
                 digest.update(chunk)
                 if len(start) < HEADER_BYTES + 1024:
                     start += chunk[: HEADER_BYTES + 1024 - len(start)]
-        offset = dataset_offset(bytes(start))
+                if offset is None:  # the file meta is far shorter than one chunk
+                    offset = dataset_offset(bytes(start))
+                    check.feed(memoryview(chunk)[offset:])
+                else:
+                    check.feed(chunk)
+        offset = offset or 0
         dataset_size = stat.st_size - offset
         return cls(
             path=path,
@@ -95,6 +106,7 @@ class Spooled:
             whole_dataset_in_header=dataset_size <= HEADER_BYTES,
             transfer_syntax=transfer_syntax,
             inode=(stat.st_dev, stat.st_ino),
+            incomplete=check.problem(),
         )
 
 
@@ -121,6 +133,7 @@ class SpoolWriter:
         self._size = 0
         self._dataset_size = 0
         self._header = bytearray()
+        self._check = Completeness(transfer_syntax)
         try:
             self._write(file_meta(sop_class_uid, sop_instance_uid, transfer_syntax))
         except BaseException:
@@ -132,6 +145,7 @@ class SpoolWriter:
         if len(self._header) < HEADER_BYTES:
             self._header += fragment[: HEADER_BYTES - len(self._header)]
         self._dataset_size += len(fragment)
+        self._check.feed(fragment)
         self._write(fragment)
 
     def _write(self, data: Any) -> None:
@@ -155,6 +169,7 @@ class SpoolWriter:
             whole_dataset_in_header=self._dataset_size <= HEADER_BYTES,
             transfer_syntax=self.transfer_syntax,
             inode=(stat.st_dev, stat.st_ino),
+            incomplete=self._check.problem(),
         )
 
     def abandon(self) -> None:

@@ -1,14 +1,18 @@
 """The C-STORE service: durable write first, then the status.
 
-Statuses sent (PS3.4 B.2.3 / PS3.7 C):
+Statuses sent (PS3.4 B.2.3 / PS3.7 C); every failure carries an Error Comment (0000,0902) of
+at most 64 characters that names the problem and never a value, and the same reason is logged:
 - 0x0000 Success: the object is durable in storage (S3 confirmed the checksummed PUT, or the
   file is fsynced) and listed in its batch.
 - 0xA700 Refused, out of resources: storage failed after the bounded retries (or failed
   permanently). Nothing was acknowledged; the sender keeps the image and may retry.
-- 0xC210 Cannot understand: the dataset header could not be parsed.
+- 0xC210 Cannot understand: the dataset is not whole (truncated: it ends inside an element) or
+  cannot be walked (``scp/completeness.py``), or its header cannot be parsed. Not stored.
 - 0xC212 Cannot understand: Study/Series/SOP Instance UID missing or not a valid UID, so the
   instance has no place in the key layout.
-- 0xC211 (pynetdicom) unexpected error in this handler.
+- 0xC211 Cannot understand: an unexpected error in this handler (a bug; the log has the trace).
+docs/conformance.md lists each status with its comments.
+
 The dataset is never decoded for storage: the spooled Part 10 file (file meta + the bytes
 received) is what is stored, and its SHA-256 was computed while it was spooled; the Study/Series
 UIDs come from the header bytes kept while spooling (``scp/header.py``).
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from components.layout import ManifestInstance
 from scp.batching import RetryPolicy
@@ -37,8 +42,12 @@ log = logging.getLogger("scp.store")
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
-HEADER_UNPARSEABLE = 0xC210
+HEADER_UNPARSEABLE = 0xC210  # also: the dataset is incomplete
+UNEXPECTED_ERROR = 0xC211
 IDENTIFIERS_INVALID = 0xC212
+ERROR_COMMENT_LENGTH = 64  # Error Comment is LO (PS3.7 C.4)
+STORAGE_UNAVAILABLE = "storage unavailable, retry later"
+INTERNAL_ERROR = "internal error in the gateway; see its log"
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _HEADER_TAGS = [0x0020000D, 0x0020000E]  # StudyInstanceUID, SeriesInstanceUID
@@ -52,9 +61,19 @@ class HeaderError(Exception):
 
 def _uid(value: Any, name: str) -> str:
     text = str(value or "").strip(" \x00")
+    if not text:
+        raise HeaderError(IDENTIFIERS_INVALID, f"{name} missing")
     if len(text) > 64 or not _UID.match(text):
-        raise HeaderError(IDENTIFIERS_INVALID, f"{name} missing or not a valid UID")
+        raise HeaderError(IDENTIFIERS_INVALID, f"{name} is not a valid UID")
     return text
+
+
+def failure(status: int, comment: str) -> Dataset:
+    """A C-STORE failure status with its Error Comment (pynetdicom copies both into the response)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:ERROR_COMMENT_LENGTH]
+    return response
 
 
 @dataclass(frozen=True)
@@ -99,32 +118,60 @@ class StoreService:
     retry: RetryPolicy
 
 
-def handle_store(event: Any, service: StoreService) -> int:
+def handle_store(event: Any, service: StoreService) -> int | Dataset:
     """EVT_C_STORE handler (bound with ``[service]``); runs in the association's thread."""
     started = time.perf_counter()
     session = service.sessions.get(event.assoc)
-    spooled = received_dataset(event)
+    spooled = None
     try:
+        spooled = received_dataset(event)
         return _store(event, spooled, service, session, started)
+    except Exception:
+        log.exception(
+            "instance not stored: unexpected error",
+            extra={"fields": {"status": "0xC211", "sopInstanceUid": _requested_uid(event)}},
+        )
+        session.failures += 1
+        service.metrics.store_failed("internal")
+        return failure(UNEXPECTED_ERROR, INTERNAL_ERROR)
     finally:
-        spooled.discard()  # unless storage moved it into place
+        if spooled is not None:
+            spooled.discard()  # unless storage moved it into place
         session.touch()
 
 
-def _store(event: Any, spooled: Spooled, service: StoreService, session: Session, started: float) -> int:
+def _requested_uid(event: Any) -> str:
+    return str(getattr(event.request, "AffectedSOPInstanceUID", "") or "")
+
+
+def _refuse(event: Any, service: StoreService, session: Session, status: int, reason: str) -> Dataset:
+    session.failures += 1
+    service.metrics.store_failed("header")
+    log.warning(
+        "instance refused",
+        extra={
+            "fields": {
+                "status": f"0x{status:04X}",
+                "reason": reason,
+                "sopInstanceUid": _requested_uid(event),
+                "callingAeTitle": session.calling_ae_title,
+                "peer": session.peer_address,
+            }
+        },
+    )
+    return failure(status, reason)
+
+
+def _store(
+    event: Any, spooled: Spooled, service: StoreService, session: Session, started: float
+) -> int | Dataset:
     request = event.request
+    if spooled.incomplete is not None:
+        return _refuse(event, service, session, HEADER_UNPARSEABLE, spooled.incomplete)
     try:
         identity = read_identity(spooled, request)
     except HeaderError as exc:
-        session.failures += 1
-        service.metrics.store_failed("header")
-        log.warning(
-            "instance refused",
-            extra={
-                "fields": {"status": f"0x{exc.status:04X}", "reason": str(exc), "peer": session.peer_address}
-            },
-        )
-        return exc.status
+        return _refuse(event, service, session, exc.status, str(exc))
 
     writer = session.writer
     batch = writer.reserve()
@@ -145,13 +192,14 @@ def _store(event: Any, spooled: Spooled, service: StoreService, session: Session
             extra={
                 "fields": {
                     "status": "0xA700",
+                    "reason": STORAGE_UNAVAILABLE,
                     "sopInstanceUid": identity.sop_instance_uid,
                     "batchId": batch.batch_id,
                     "error": str(exc),
                 }
             },
         )
-        return OUT_OF_RESOURCES
+        return failure(OUT_OF_RESOURCES, STORAGE_UNAVAILABLE)
     except BaseException:
         writer.release(batch)
         raise
