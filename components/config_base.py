@@ -10,6 +10,7 @@ bad value in the reader's own vocabulary. It imports neither pulumi nor boto3.
 
 from __future__ import annotations
 
+import difflib
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Self
@@ -81,13 +82,19 @@ class Settings(BaseModel):
         return model
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], prefix: str) -> Self:
-        """Read ``<PREFIX>_<FIELD>`` variables; unset ones take the model's defaults."""
-        values = {
-            name: environ[env_name(prefix, name)]
-            for name in cls.model_fields
-            if env_name(prefix, name) in environ
-        }
+    def from_env(cls, environ: Mapping[str, str], prefix: str, *, strict: bool = False) -> Self:
+        """Read ``<PREFIX>_<FIELD>`` variables; unset ones take the model's defaults.
+
+        ``strict``: any other ``<PREFIX>_`` variable is an error naming the nearest setting, so a
+        typo (``SCP_AE_TITEL``) stops the process instead of silently leaving the default.
+        """
+        known = {env_name(prefix, name): name for name in cls.model_fields}
+        if strict:
+            marker = env_name(prefix, "")
+            unknown = sorted(k for k in environ if k.startswith(marker) and k not in known)
+            if unknown:
+                raise ConfigError("environment", [_unknown_variable(k, known) for k in unknown])
+        values = {name: environ[variable] for variable, name in known.items() if variable in environ}
         return cls.build(values, "environment", lambda f: env_name(prefix, f))
 
     def to_env(self, prefix: str) -> dict[str, str]:
@@ -104,6 +111,12 @@ class Settings(BaseModel):
                 text = str(value)
             env[env_name(prefix, name)] = text
         return env
+
+
+def _unknown_variable(variable: str, known: Mapping[str, str]) -> str:
+    nearest = difflib.get_close_matches(variable, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {nearest[0]}?" if nearest else "; see docs/scp.md for the settings"
+    return f"{variable}: unknown setting{hint}"
 
 
 def _problems(exc: ValidationError, values: Mapping[str, Any], namer: Callable[[str], str]) -> list[str]:

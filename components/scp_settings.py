@@ -125,4 +125,4 @@ class ScpSettings(Settings):
 
     @classmethod
     def from_environ(cls, environ) -> ScpSettings:
-        return cls.from_env(environ, ENV_PREFIX)
+        return cls.from_env(environ, ENV_PREFIX, strict=True)
