@@ -223,17 +223,25 @@ def associate(
     return ae.associate("127.0.0.1", port, ae_title=called_ae, tls_args=tls_args, evt_handlers=evt_handlers)
 
 
-def send_files(port: int, files: list[Path], *, release: bool = True, **kwargs: Any) -> list[int]:
-    """Send ``files`` raw over one association; the C-STORE status of each (-1: no response)."""
+def store_results(
+    port: int, files: list[Path], *, release: bool = True, **kwargs: Any
+) -> list[tuple[int, str]]:
+    """Send ``files`` raw over one association; (status, Error Comment or "") of each (-1: no response)."""
     assoc = associate(port, file_contexts(files), **kwargs)
     assert assoc.is_established, "association was not accepted"
-    statuses = []
+    results = []
     with raw_sending():
         for path in files:
             status = assoc.send_c_store(path)
-            statuses.append(int(status.Status) if "Status" in status else -1)
+            code = int(status.Status) if "Status" in status else -1
+            results.append((code, str(status.get("ErrorComment", ""))))
     if release:
         assoc.release()
     else:
         assoc.abort()
-    return statuses
+    return results
+
+
+def send_files(port: int, files: list[Path], **kwargs: Any) -> list[int]:
+    """Send ``files`` raw over one association; the C-STORE status of each (-1: no response)."""
+    return [status for status, _ in store_results(port, files, **kwargs)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,6 +16,7 @@ from components.scp_settings import ScpSettings
 from scp.server import StoreScp
 from tests.scp.dicom_factory import write_instance
 from tests.scp.harness import (
+    REPO,
     ScpProcess,
     associate,
     file_contexts,
@@ -155,3 +159,16 @@ def test_in_process_api_age_rollover_while_the_association_stays_open(tmp_path):
     started = time.monotonic()
     scp.stop()  # idempotent
     assert time.monotonic() - started < 1
+
+
+def test_an_unknown_scp_variable_stops_the_scp_with_the_nearest_name(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCP_")}
+    env.update(SCP_AE_TITEL="MYGATEWAY", SCP_PORTT="104", SCP_SPOOL_DIR=str(tmp_path / "spool"))
+    result = subprocess.run(
+        [sys.executable, "-m", "scp"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "environment: SCP_AE_TITEL: unknown setting; did you mean SCP_AE_TITLE?",
+        "environment: SCP_PORTT: unknown setting; did you mean SCP_PORT?",
+    ]
