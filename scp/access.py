@@ -49,7 +49,7 @@ def peer_limit(limit: int) -> Rejection:
 
 
 def association_limit(limit: int) -> Rejection:
-    return _local_limit("association-limit", f"more than {limit} associations (SCP_MAX_ASSOCIATIONS)")
+    return _local_limit("association-limit", f"all {limit} association slots in use (SCP_MAX_ASSOCIATIONS)")
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -172,3 +173,56 @@ def test_an_unknown_scp_variable_stops_the_scp_with_the_nearest_name(tmp_path):
         "environment: SCP_AE_TITEL: unknown setting; did you mean SCP_AE_TITLE?",
         "environment: SCP_PORTT: unknown setting; did you mean SCP_PORT?",
     ]
+
+
+def test_connections_per_peer_and_associations_are_limited_with_the_reason(tmp_path):
+    scp = ScpProcess(
+        {
+            "SCP_STORAGE_URI": f"file://{tmp_path / 'store'}",
+            "SCP_MAX_CONNECTIONS_PER_PEER": "2",
+            "SCP_MAX_ASSOCIATIONS": "3",
+        },
+        tmp_path,
+    )
+    contexts = [(CTImageStorage, ExplicitVRLittleEndian)]
+    try:
+        first, second = associate(scp.port, contexts), associate(scp.port, contexts)
+        assert first.is_established and second.is_established
+        third = associate(scp.port, contexts)
+        assert third.is_rejected
+        reject = third.acceptor.primitive
+        assert (reject.result, reject.result_source, reject.diagnostic) == (0x02, 0x03, 0x02)
+        rejection = wait_for(lambda: [r for r in scp.logs() if r.get("outcome") == "rejected-peer-limit"])
+        assert "more than 2 connections from this address" in rejection[0]["detail"]
+        first.release()
+        wait_for(lambda: any(r.get("outcome") == "release" for r in scp.logs()), what="the first one's end")
+        again = associate(scp.port, contexts)  # the released connection no longer counts
+        assert again.is_established
+        again.release()
+        second.release()
+    finally:
+        assert scp.stop() == 0
+
+
+def test_only_associations_count_against_the_association_limit(tmp_path):
+    scp = ScpProcess(
+        {"SCP_STORAGE_URI": f"file://{tmp_path / 'store'}", "SCP_MAX_ASSOCIATIONS": "1"}, tmp_path
+    )
+    contexts = [(CTImageStorage, ExplicitVRLittleEndian)]
+    idle = [socket.create_connection(("127.0.0.1", scp.port)) for _ in range(5)]  # no request yet
+    try:
+        first = associate(scp.port, contexts)
+        assert first.is_established  # the idle connections took no slot
+        second = associate(scp.port, contexts)
+        assert second.is_rejected
+        reject = second.acceptor.primitive
+        assert (reject.result, reject.result_source, reject.diagnostic) == (0x02, 0x03, 0x02)
+        [rejection] = wait_for(
+            lambda: [r for r in scp.logs() if r.get("outcome") == "rejected-association-limit"]
+        )
+        assert rejection["detail"] == "all 1 association slots in use (SCP_MAX_ASSOCIATIONS)"
+        first.release()
+    finally:
+        for sock in idle:
+            sock.close()
+        assert scp.stop() == 0
