@@ -1,15 +1,15 @@
 """Pulumi program: read the stack config, build one DicomIngest, export its outputs.
 
-A bad config value stops `pulumi up` with one message per bad key (components.config.ConfigError).
+A bad config value stops `pulumi up` with one message per bad key (core.config.ConfigError).
 """
 
 from pathlib import Path
 
 import pulumi
 
-from components.config import flat_keys, from_flat
 from components.dicom_ingest import DicomIngest, DicomIngestArgs
 from components.lambda_package import write_package
+from core.config import flat_keys, from_flat
 
 config = pulumi.Config()
 values = {key: config.get(key) for key in flat_keys() if config.get(key) is not None}

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from cli.local.stack import LocalStack
 from cli.synthetic import write_study
-from components.config import from_flat
-from components.layout import TERMINAL_STATES
+from core.config import from_flat
+from core.layout import TERMINAL_STATES
 from handlers.jobs_query import get_job, list_jobs_by_calling_ae
 
 STUDIES = 10

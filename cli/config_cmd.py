@@ -10,9 +10,9 @@ from rich.table import Table
 
 from cli.context import AppContext, JsonOption
 from cli.errors import CliError, MissingOutput
-from components.config import GROUPS, read_stack_values
-from components.config_base import camel_name
-from components.layout import STACK_OUTPUTS
+from core.config import GROUPS, read_stack_values
+from core.config_base import camel_name
+from core.layout import STACK_OUTPUTS
 
 app = typer.Typer(help="Show and validate the resolved stack configuration.", no_args_is_help=True)
 

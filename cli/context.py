@@ -1,7 +1,7 @@
 """Where a command gets its settings: the stack config, the stack outputs, AWS clients, output.
 
 Resolution (docs/cli.md "Settings"):
-- config: ``Pulumi.yaml`` + ``Pulumi.<stack>.yaml`` through ``components.config.load_stack``; the
+- config: ``Pulumi.yaml`` + ``Pulumi.<stack>.yaml`` through ``core.config.load_stack``; the
   ``local`` stack uses ``Pulumi.local.yaml`` when present, else the model's defaults;
 - outputs: ``--outputs FILE`` when given; for ``--stack local`` the state file the running
   ``dicomctl dev`` wrote; else ``pulumi stack output --json --stack NAME`` when the Pulumi CLI is
@@ -28,9 +28,9 @@ import typer
 from rich.console import Console
 
 from cli.errors import ConfigProblem, MissingOutput, UsageProblem
-from components.config import StackConfig, from_flat, load_stack
-from components.config_base import ConfigError
-from components.layout import STACK_OUTPUTS
+from core.config import StackConfig, from_flat, load_stack
+from core.config_base import ConfigError
+from core.layout import STACK_OUTPUTS
 
 LOCAL_STACK = "local"
 STATE_DIR = ".dicomctl"

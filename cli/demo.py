@@ -22,7 +22,7 @@ from cli.executions import history, plain_event
 from cli.sender import Peer, scan, send_files
 from cli.status import jobs_table
 from cli.synthetic import write_study
-from components.layout import TERMINAL_STATES
+from core.layout import TERMINAL_STATES
 
 DEMO_AET = "DICOMCTL-DEMO"
 

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from cli.context import AppContext, JsonOption
 from cli.errors import OperationFailed, UsageProblem
-from components.layout import JOB_STATES, TERMINAL_STATES
+from core.layout import JOB_STATES, TERMINAL_STATES
 
 STATUS_STYLES = {
     "RECEIVED": "cyan",

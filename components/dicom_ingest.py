@@ -13,17 +13,17 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.config import StackConfig
 from components.healthimaging import HealthImaging, HealthImagingArgs
 from components.job_table import JobTable, JobTableArgs
 from components.lambda_package import LambdaPackage
-from components.layout import STACK_OUTPUTS
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.scp_service import ScpService, ScpServiceArgs
 from components.storage import Storage, StorageArgs
 from components.workflow import ImportWorkflow, WorkflowArgs
+from core.config import StackConfig
+from core.layout import STACK_OUTPUTS
 
 
 @dataclass

@@ -14,8 +14,8 @@ import pulumi_aws as aws
 import pulumi_aws_native as aws_native
 
 from components.iam import allow, kms_use, service_role
-from components.layout import INCOMING_PREFIX
-from components.stack_settings import HealthImagingSettings
+from core.layout import INCOMING_PREFIX
+from core.stack_settings import HealthImagingSettings
 
 
 @dataclass

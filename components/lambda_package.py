@@ -1,6 +1,6 @@
 """The import workflow's deployment package: one reproducible zip for every function.
 
-Contents: the ``handlers`` package, the pure ``components`` modules the handlers import, and the
+Contents: the ``handlers`` package and the pure contracts package ``core`` (both whole), and the
 pure-Python third-party packages they need that the runtime lacks (pydicom). Powertools, pydantic
 and aws-xray-sdk come from the AWS-managed Powertools for AWS Lambda (Python) v3 layer (built per
 Python version, so it carries pydantic-core for python3.12); boto3 comes with the runtime.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-# The components modules the handlers import (pure data and settings; no pulumi).
-COMPONENT_MODULES = ("__init__", "layout", "config_base", "workflow_settings", "dicom_support")
+# The project's packages in the zip, whole: the handlers and the contracts they import.
+PROJECT_PACKAGES = ("handlers", "core")
 # Pure-Python distributions bundled into the zip (import name = distribution name), with their metadata.
 BUNDLED_PACKAGES = ("pydicom",)
 # Parts of bundled packages the handlers never use at runtime (test data, download helpers).
@@ -65,11 +65,9 @@ def _metadata(distribution: str) -> dict[str, Path]:
 
 def package_sources(project_dir: Path = PROJECT_DIR) -> dict[str, Path]:
     """Archive name -> source file, for everything that goes into the package."""
-    sources = _tree(project_dir / "handlers", "handlers")
-    for module in COMPONENT_MODULES:
-        path = project_dir / "components" / f"{module}.py"
-        if path.is_file():
-            sources[f"components/{module}.py"] = path
+    sources: dict[str, Path] = {}
+    for package in PROJECT_PACKAGES:
+        sources.update(_tree(project_dir / package, package))
     for package in BUNDLED_PACKAGES:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.scp_settings import ScpSettings
-from components.stack_settings import LoadBalancerSettings
+from core.scp_settings import ScpSettings
+from core.stack_settings import LoadBalancerSettings
 
 READINESS_PATH = "/readyz"
 

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import document
-from components.stack_settings import MonitoringSettings
+from core.stack_settings import MonitoringSettings
 
 SCP_METRICS_NAMESPACE = "DicomIngest/Scp"  # scp.metrics.NAMESPACE
 SCP_STORE_FAILURES_METRIC = "StoreFailures"

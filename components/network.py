@@ -15,7 +15,7 @@ import pulumi_aws as aws
 import pulumi_awsx as awsx
 
 from components.iam import allow, service_role
-from components.stack_settings import NetworkSettings
+from core.stack_settings import NetworkSettings
 
 # Interface endpoints the SCP tasks need without a NAT gateway (S3 is a gateway endpoint).
 INTERFACE_ENDPOINT_SERVICES = ("ecr.api", "ecr.dkr", "logs", "sts")

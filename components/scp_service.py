@@ -18,12 +18,12 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
-from components.config import deployed_scp_settings
 from components.iam import ECR_LOGIN_ACTIONS, allow, kms_use, service_role
-from components.layout import BATCHES_PREFIX, INCOMING_PREFIX
 from components.load_balancer import ListenerPlan
-from components.scp_settings import ENV_PREFIX, ScpSettings
-from components.stack_settings import ServiceSettings
+from core.config import deployed_scp_settings
+from core.layout import BATCHES_PREFIX, INCOMING_PREFIX
+from core.scp_settings import ENV_PREFIX, ScpSettings
+from core.stack_settings import ServiceSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONTAINER_NAME = "scp"

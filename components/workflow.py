@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.asl import build_definition
 from components.iam import (
     LOG_DELIVERY_ACTIONS,
     XRAY_ACTIONS,
@@ -26,9 +25,10 @@ from components.iam import (
     tls_only,
 )
 from components.lambda_package import LambdaPackage
-from components.layout import BATCHES_PREFIX, FUNCTIONS, INCOMING_PREFIX, MANIFEST_SUFFIX, QUARANTINE_PREFIX
-from components.stack_settings import FunctionsSettings
-from components.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+from core.asl import build_definition
+from core.layout import BATCHES_PREFIX, FUNCTIONS, INCOMING_PREFIX, MANIFEST_SUFFIX, QUARANTINE_PREFIX
+from core.stack_settings import FunctionsSettings
+from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
 
 RUNTIME = "python3.12"
 POWERTOOLS_ACCOUNT = "017000801446"  # publisher of the AWS-managed Powertools for AWS Lambda layers

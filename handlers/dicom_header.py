@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from components.dicom_support import is_importable_transfer_syntax, transfer_syntax_name
+from core.dicom_support import is_importable_transfer_syntax, transfer_syntax_name
 
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"

@@ -1,5 +1,5 @@
 """Errors the handlers raise on purpose. The Lambda ``errorType`` is the class name, and the
-state machine (components/asl.py) retries or catches by that name: keep them in step."""
+state machine (core/asl.py) retries or catches by that name: keep them in step."""
 
 from __future__ import annotations
 

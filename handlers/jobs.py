@@ -1,4 +1,4 @@
-"""Write side of the job table (layout: components/layout.py "DynamoDB job table").
+"""Write side of the job table (layout: core/layout.py "DynamoDB job table").
 
 Every state transition is one transaction of two writes:
 - the ``~summary`` item moves to the new status, on condition that the status only moves forward
@@ -23,7 +23,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from components.layout import (
+from core.layout import (
     JOB_STATES,
     STUDY_SORT_KEY_PREFIX,
     SUMMARY_SORT_KEY,

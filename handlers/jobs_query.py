@@ -18,7 +18,7 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
-from components.layout import (
+from core.layout import (
     JOB_STATES,
     STUDY_SORT_KEY_PREFIX,
     SUMMARY_SORT_KEY,

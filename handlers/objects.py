@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from components.layout import QUARANTINE_PREFIX
+from core.layout import QUARANTINE_PREFIX
 from handlers.errors import classify
 from handlers.jobs import now_iso
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
-from components.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
 from handlers import aws
 from handlers.jobs import JobTable
 

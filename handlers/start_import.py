@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from components.layout import JOB_STATES
+from core.layout import JOB_STATES
 from handlers import aws, objects
 from handlers.errors import NoValidInstances, classify
 from handlers.jobs import JobTable, failures_for_summary

@@ -22,7 +22,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from components.layout import (
+from core.layout import (
     BATCH_ID_PATTERN,
     INCOMING_PREFIX,
     BatchManifest,

@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from botocore.exceptions import ClientError
 
-from components.layout import batch_id_from_manifest_key
+from core.layout import batch_id_from_manifest_key
 from handlers import aws
 from handlers.errors import classify
 from handlers.jobs import JobTable

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from components.layout import BatchManifest, ManifestInstance
+from core.layout import BatchManifest, ManifestInstance
 from handlers import aws, objects
 from handlers.dicom_header import HEADER_PROBE_BYTES, NotPart10, Truncated, parse_header
 from handlers.errors import ManifestError, classify

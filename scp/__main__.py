@@ -23,8 +23,8 @@ import sys
 import tempfile
 import threading
 
-from components.config_base import ConfigError
-from components.scp_settings import ScpSettings
+from core.config_base import ConfigError
+from core.scp_settings import ScpSettings
 from scp import logs
 
 WORKER_ENV = "DICOM_SCP_WORKER"  # worker index, set by the first process for the others

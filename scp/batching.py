@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from components.layout import BatchManifest, ManifestInstance, batch_prefix, manifest_key, new_batch_id
+from core.layout import BatchManifest, ManifestInstance, batch_prefix, manifest_key, new_batch_id
 from scp.storage import Storage, StorageError, with_retries
 
 log = logging.getLogger("scp.batching")

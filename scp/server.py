@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 from pynetdicom import AE, _config, evt
 
-from components.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
-from components.layout import BatchManifest
-from components.scp_settings import ScpSettings
+from core.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
+from core.layout import BatchManifest
+from core.scp_settings import ScpSettings
 from scp import fast_transport
 from scp.access import AccessPolicy
 from scp.admission import Admission

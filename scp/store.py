@@ -30,7 +30,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from components.layout import ManifestInstance
+from core.layout import ManifestInstance
 from scp.batching import RetryPolicy
 from scp.header import study_and_series_uids
 from scp.metrics import Metrics

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from components.scp_settings import ScpSettings
+from core.scp_settings import ScpSettings
 
 
 def server_context(settings: ScpSettings) -> ssl.SSLContext:

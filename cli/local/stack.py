@@ -34,9 +34,9 @@ from cli.local import moto_dispatch, moto_lambda, moto_objects
 from cli.local.credentials import FAKE_AWS_ENV
 from cli.local.lambda_workers import LambdaWorkers, resolve_handler
 from cli.local.moto_server import MotoServer
-from components.asl import build_definition
-from components.config import PROJECT_NAME, StackConfig
-from components.layout import (
+from core.asl import build_definition
+from core.config import PROJECT_NAME, StackConfig
+from core.layout import (
     BATCHES_PREFIX,
     FUNCTIONS,
     MANIFEST_SUFFIX,
@@ -45,7 +45,7 @@ from components.layout import (
     TABLE_SORT_KEY,
     TTL_ATTRIBUTE,
 )
-from components.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
 
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 POWERTOOLS_ENV = {
@@ -375,7 +375,7 @@ def _trust(service: str) -> str:
 
 
 def create_job_table(ddb: Any, table: str) -> None:
-    """The job table exactly as components/layout.py declares it (keys, GSIs, TTL)."""
+    """The job table exactly as core/layout.py declares it (keys, GSIs, TTL)."""
     attributes = {TABLE_PARTITION_KEY, TABLE_SORT_KEY} | {a for pair in TABLE_INDEXES.values() for a in pair}
     ddb.create_table(
         TableName=table,

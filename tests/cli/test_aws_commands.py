@@ -25,7 +25,7 @@ from moto.server import ThreadedMotoServer
 from cli.errors import EXIT_FAILED, EXIT_USAGE
 from cli.local.credentials import local_client
 from cli.local.stack import create_job_table
-from components.layout import new_batch_id
+from core.layout import new_batch_id
 from handlers.jobs import JobTable
 from tests.cli.conftest import FAKE_AWS
 

@@ -1,12 +1,11 @@
 """The workflow functions' package: reproducible bytes, and everything the handlers import is inside."""
 
-import ast
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-from components.lambda_package import COMPONENT_MODULES, ZIP_EPOCH, write_package
+from components.lambda_package import ZIP_EPOCH, write_package
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,13 +28,13 @@ def test_entries_are_sorted_with_fixed_metadata(tmp_path):
     assert "handlers/trigger.py" in names and "pydicom/__init__.py" in names
 
 
-def test_every_components_module_the_handlers_import_is_packaged():
-    imported = set()
-    for path in (ROOT / "handlers").glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("components."):
-                imported.add(node.module.split(".")[1])
-    assert imported and imported <= set(COMPONENT_MODULES)
+def test_the_handlers_and_the_contracts_are_packaged_whole(tmp_path):
+    with zipfile.ZipFile(write_package(tmp_path).path) as archive:
+        names = set(archive.namelist())
+    for package in ("handlers", "core"):
+        sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / package).rglob("*.py")}
+        assert sources and sources <= names, sources - names
+    assert not [n for n in names if n.split("/")[0] in ("components", "scp", "cli", "local")]
 
 
 def test_unpacked_code_imports_without_the_project_on_the_path(tmp_path):
@@ -46,8 +45,8 @@ def test_unpacked_code_imports_without_the_project_on_the_path(tmp_path):
         archive.extractall(task_root)
     probe = (
         f"import sys, sysconfig; sys.path[:0] = [{str(task_root)!r}, sysconfig.get_paths()['purelib']];"
-        "import pydicom, components.layout, components.workflow_settings;"
-        "print(pydicom.__version__, pydicom.__file__, components.layout.__file__)"
+        "import pydicom, core.layout, core.workflow_settings;"
+        "print(pydicom.__version__, pydicom.__file__, core.layout.__file__)"
     )
     result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config_base import ConfigError
-from components.layout import STACK_OUTPUTS
+from core.config_base import ConfigError
+from core.layout import STACK_OUTPUTS
 from tests.components.pulumi_graph import run_program
 
 ROOT = Path(__file__).resolve().parents[2]

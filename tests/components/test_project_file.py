@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import DEPLOY_TIME_KEYS, GROUPS, PROJECT_NAME, flat_keys, from_flat, load_stack
-from components.config_base import _is_list
 from components.project_file import TABLE_BEGIN, TABLE_END, config_table
+from core.config import DEPLOY_TIME_KEYS, GROUPS, PROJECT_NAME, flat_keys, from_flat, load_stack
+from core.config_base import _is_list
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON_TO_PULUMI = {bool: "boolean", int: "integer"}  # lists, floats, paths, literals: text

@@ -10,11 +10,11 @@ from pathlib import Path
 import pulumi
 import pytest
 
-from components.asl import build_definition
-from components.config import StackConfig, deployed_scp_settings, from_flat, load_stack
 from components.dicom_ingest import DicomIngest, DicomIngestArgs
 from components.lambda_package import write_package
-from components.layout import (
+from core.asl import build_definition
+from core.config import StackConfig, deployed_scp_settings, from_flat, load_stack
+from core.layout import (
     BATCHES_PREFIX,
     FUNCTIONS,
     INCOMING_PREFIX,
@@ -26,7 +26,7 @@ from components.layout import (
     TABLE_SORT_KEY,
     TTL_ATTRIBUTE,
 )
-from components.workflow_settings import WorkflowResources
+from core.workflow_settings import WorkflowResources
 from tests.components import policies
 from tests.components.pulumi_graph import ACCOUNT, EXISTING_VPC_CIDR, REGION, Graph, run_program
 
@@ -586,8 +586,8 @@ def test_container_environment_is_the_config_models(request, shape):
 
 
 def test_deploy_time_keys_are_the_fields_the_program_sets():
-    from components.config import DEPLOY_TIME_KEYS, flat_keys
-    from components.scp_settings import ScpSettings
+    from core.config import DEPLOY_TIME_KEYS, flat_keys
+    from core.scp_settings import ScpSettings
 
     stack = ScpSettings(storage_uri="file:///x", task_id="me", bind_address="127.0.0.1")
     deployed = deployed_scp_settings(stack, "bucket-1")

@@ -17,7 +17,7 @@ import pytest
 
 from cli.local.stack import LocalStack
 from cli.synthetic import write_study
-from components.config import from_flat
+from core.config import from_flat
 from handlers.jobs_query import get_job
 
 DEADLINE_SECONDS = 40

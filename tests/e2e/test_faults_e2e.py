@@ -11,7 +11,7 @@ import sys
 from pydicom import dcmread
 from pynetdicom import AE
 
-from components.layout import manifest_key
+from core.layout import manifest_key
 from tests.e2e.conftest import dlq_messages, execution_names, finished, history, job, new_executions, storescu
 
 

@@ -1,4 +1,4 @@
-"""Test helpers: put a batch into S3 exactly as the SCP lays it out (components/layout.py)."""
+"""Test helpers: put a batch into S3 exactly as the SCP lays it out (core/layout.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from components.layout import (
+from core.layout import (
     BatchManifest,
     ManifestInstance,
     batch_prefix,

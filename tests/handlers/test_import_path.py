@@ -9,7 +9,7 @@ import pytest
 from pydicom import dcmread
 
 from cli.local.moto_lambda import LambdaContext
-from components.layout import QUARANTINE_PREFIX
+from core.layout import QUARANTINE_PREFIX
 from handlers import check_status, record_results, start_import
 from handlers.errors import NoValidInstances, Throttled
 from handlers.jobs_query import get_job

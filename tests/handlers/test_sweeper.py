@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from cli.local.moto_lambda import LambdaContext
-from components.layout import BatchManifest, manifest_key
+from core.layout import BatchManifest, manifest_key
 from handlers import sweeper
 from handlers.sweeper import sweep
 from tests.handlers.batches import upload_batch

@@ -8,9 +8,9 @@ from urllib.parse import quote_plus
 import pytest
 
 from cli.local.moto_lambda import LambdaContext
-from components.asl import build_definition
-from components.layout import FUNCTIONS, manifest_key, new_batch_id
-from components.workflow_settings import WorkflowSettings
+from core.asl import build_definition
+from core.layout import FUNCTIONS, manifest_key, new_batch_id
+from core.workflow_settings import WorkflowSettings
 from handlers import failure, trigger
 from handlers.jobs_query import get_job
 

@@ -8,9 +8,9 @@ import os
 import pytest
 
 from cli.local.stack import LocalStack
-from components.asl import build_definition
-from components.config import from_flat
-from components.layout import FUNCTIONS, STACK_OUTPUTS, TABLE_INDEXES, TTL_ATTRIBUTE
+from core.asl import build_definition
+from core.config import from_flat
+from core.layout import FUNCTIONS, STACK_OUTPUTS, TABLE_INDEXES, TTL_ATTRIBUTE
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from components.layout import BatchManifest
+from core.layout import BatchManifest
 from tests.scp.harness import wait_for
 
 

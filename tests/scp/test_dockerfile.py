@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -52,37 +53,34 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-def test_copied_paths_exist_and_cover_every_project_module_the_scp_imports():
-    copied = _copied()
-    assert all(path.exists() for path in copied), [p for p in copied if not p.exists()]
-    scp_files = sorted((REPO / "scp").rglob("*.py"))
-    project_modules = {name for f in scp_files for name in _imports(f) if name.split(".")[0] == "components"}
-    # the components modules imported, and what they import in turn
-    pending, needed = list(project_modules), set()
-    while pending:
-        module = pending.pop()
-        if module in needed:
-            continue
-        needed.add(module)
-        pending.extend(
-            n for n in _imports(REPO / (module.replace(".", "/") + ".py")) if n.startswith("components")
-        )
-    for module in needed | {"components"}:
-        path = REPO / (module.replace(".", "/") + ".py")
-        path = path if path.exists() else REPO / module / "__init__.py"
-        assert path in copied or path.parent in copied, f"{path} is not copied into the image"
-    assert REPO / "scp" in copied
+def test_the_contracts_and_the_scp_are_copied_whole():
+    assert _copied() == {REPO / "core", REPO / "scp"}
+
+
+def _modules_the_scp_loads() -> list[Path]:
+    """The project files loaded by importing every module of ``scp`` (what the image runs)."""
+    probe = (
+        "import importlib, pkgutil, sys, scp\n"
+        "for module in pkgutil.walk_packages(scp.__path__, 'scp.'):\n"
+        "    importlib.import_module(module.name)\n"
+        "for name, module in sorted(sys.modules.items()):\n"
+        "    if name.split('.')[0] in ('scp', 'core'):\n"
+        "        print(module.__file__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    return [Path(line) for line in result.stdout.splitlines()]
 
 
 def test_third_party_imports_are_installed_with_the_pyproject_pins():
     installed = _installed()
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    files = [*(REPO / "scp").rglob("*.py"), *(p for p in _copied() if p.suffix == ".py")]
+    files = [*(REPO / "scp").rglob("*.py"), *_modules_the_scp_loads()]
     third_party = {
         name.split(".")[0]
         for f in files
         for name in _imports(f)
-        if name.split(".")[0] not in stdlib | {"scp", "components"}
+        if name.split(".")[0] not in stdlib | {"scp", "core"}
     }
     assert third_party <= set(DISTRIBUTIONS), third_party
     assert {DISTRIBUTIONS[name] for name in third_party} <= set(installed)

@@ -22,7 +22,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from components.scp_settings import ScpSettings
+from core.scp_settings import ScpSettings
 from scp.fast_transport import (
     STOCK_ENV,
     BulkReadSocket,

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from components.dicom_support import TRANSFER_SYNTAXES
+from core.dicom_support import TRANSFER_SYNTAXES
 from scp.header import study_and_series_uids
 from tests.scp.dicom_factory import dataset_bytes, write_instance
 

@@ -13,7 +13,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from components.scp_settings import ScpSettings
+from core.scp_settings import ScpSettings
 from scp.server import StoreScp
 from tests.scp.dicom_factory import write_instance
 from tests.scp.harness import (

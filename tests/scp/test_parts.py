@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from components.layout import BATCH_ID_PATTERN, BatchManifest, ManifestInstance
-from components.scp_settings import ScpSettings
+from core.layout import BATCH_ID_PATTERN, BatchManifest, ManifestInstance
+from core.scp_settings import ScpSettings
 from scp.access import AccessPolicy
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
 from scp.metrics import EMF_MAX_VALUES, Metrics

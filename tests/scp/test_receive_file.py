@@ -14,7 +14,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pynetdicom import evt
 
-from components.dicom_support import TRANSFER_SYNTAXES
+from core.dicom_support import TRANSFER_SYNTAXES
 from scp.spool import HEADER_BYTES
 from tests.scp.dicom_factory import _dataset_offset, dataset_bytes, write_instance
 from tests.scp.harness import (

@@ -9,8 +9,8 @@ from urllib.parse import urlparse
 
 from pydantic import Field, field_validator, model_validator
 
-from components.config_base import Settings
-from components.validators import cidr
+from core.config_base import Settings
+from core.validators import cidr
 
 ENV_PREFIX = "scp"
 

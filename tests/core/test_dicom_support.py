@@ -3,7 +3,7 @@
 from pydicom.uid import UID
 from pynetdicom import sop_class
 
-from components import dicom_support
+from core import dicom_support
 
 
 def test_default_storage_classes_equal_pynetdicoms_storage_classes():

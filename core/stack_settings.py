@@ -3,7 +3,7 @@
 Each group is a ``Settings`` model, so it gets the same flat stack keys (``<group><Field>``),
 defaults and error messages as the SCP and workflow groups. Rules that involve one group only
 live here; rules that tie groups together (listener ports vs. SCP listeners, drain window vs.
-deregistration delay) live on ``StackConfig`` in ``components.config``. Pure: no pulumi.
+deregistration delay) live on ``StackConfig`` in ``core.config``. Pure: no pulumi.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from components.config_base import Settings
-from components.validators import LogRetentionDays, cidr, optional_match
+from core.config_base import Settings
+from core.validators import LogRetentionDays, cidr, optional_match
 
 # Fargate task sizes within the range this service supports (TaskCPU 1024-4096, memory 2048-8192 MiB):
 # 1 vCPU takes 2-8 GiB, 2 vCPU 4-16 GiB, 4 vCPU 8-30 GiB, each in 1 GiB steps.
@@ -154,7 +154,7 @@ class StorageSettings(Settings):
 
 
 class JobTableSettings(Settings):
-    """The DynamoDB job table (keys and indexes are fixed by components.layout)."""
+    """The DynamoDB job table (keys and indexes are fixed by core.layout)."""
 
     point_in_time_recovery: bool = Field(True, description="Point-in-time recovery of the job table")
     deletion_protection: bool = Field(False, description="Deletion protection of the job table")
@@ -297,7 +297,7 @@ class LoadBalancerSettings(Settings):
 
 
 class FunctionsSettings(Settings):
-    """The import workflow's Lambda functions (code, handlers and sizes come from components.layout)."""
+    """The import workflow's Lambda functions (code, handlers and sizes come from core.layout)."""
 
     architecture: Literal["arm64", "x86_64"] = Field("arm64", description="Lambda architecture")
     powertools_layer_version: int = Field(

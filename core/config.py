@@ -18,9 +18,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from components.config_base import ConfigError, Settings, camel_name
-from components.scp_settings import ScpSettings
-from components.stack_settings import (
+from core.config_base import ConfigError, Settings, camel_name
+from core.scp_settings import ScpSettings
+from core.stack_settings import (
     FunctionsSettings,
     HealthImagingSettings,
     JobTableSettings,
@@ -30,7 +30,7 @@ from components.stack_settings import (
     ServiceSettings,
     StorageSettings,
 )
-from components.workflow_settings import WorkflowSettings
+from core.workflow_settings import WorkflowSettings
 
 PROJECT_NAME = "dicom-ingest"
 

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from components.config_base import Settings
+from core.config_base import Settings
 
 ENV_PREFIX = "workflow"
 

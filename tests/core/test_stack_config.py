@@ -2,8 +2,8 @@
 
 import pytest
 
-from components.config import GROUPS, StackConfig, flat_keys, from_flat
-from components.config_base import ConfigError
+from core.config import GROUPS, StackConfig, flat_keys, from_flat
+from core.config_base import ConfigError
 
 
 def problems_of(values: dict[str, str]) -> list[str]:

@@ -25,8 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.layout import function
-from components.workflow_settings import WorkflowSettings
+from core.layout import function
+from core.workflow_settings import WorkflowSettings
 
 # Error names our handlers raise (the Lambda ``errorType`` is the exception class name, see
 # handlers/errors.py); ASL Retry and Catch match on them.

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from components.asl import build_definition
-from components.layout import FUNCTIONS
-from components.workflow_settings import WorkflowSettings
+from core.asl import build_definition
+from core.layout import FUNCTIONS
+from core.workflow_settings import WorkflowSettings
 
 ARNS = {f.name: f"arn:aws:lambda:us-east-1:123456789012:function:{f.name}" for f in FUNCTIONS}
 

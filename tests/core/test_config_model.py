@@ -2,9 +2,9 @@
 
 import pytest
 
-from components.config import flat_keys, from_flat, load_stack
-from components.config_base import ConfigError, camel_name, env_name
-from components.scp_settings import ScpSettings
+from core.config import flat_keys, from_flat, load_stack
+from core.config_base import ConfigError, camel_name, env_name
+from core.scp_settings import ScpSettings
 
 
 def test_names_are_derived_mechanically():
