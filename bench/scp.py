@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION, local_client
 from cli.synthetic import write_study
+from local.credentials import FAKE_AWS_ENV, LOCAL_REGION, local_client
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "docs" / "benchmarks" / "scp.md"

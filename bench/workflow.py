@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from cli.local.stack import LocalStack
 from cli.synthetic import write_study
 from core.config import from_flat
 from core.layout import TERMINAL_STATES
 from handlers.jobs_query import get_job, list_jobs_by_calling_ae
+from local.stack import LocalStack
 
 STUDIES = 10
 INSTANCES = 300

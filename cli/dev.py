@@ -27,7 +27,7 @@ SIGNAL_CHECK_SECONDS = 0.2  # how often the waiting main thread wakes to run sig
 @contextmanager
 def local_stack(app: AppContext, scp_port: int, publish: bool) -> Iterator[Any]:
     """Start the local stack from the resolved config; optionally publish it in the state file."""
-    from cli.local.stack import LocalStack
+    from local.stack import LocalStack
 
     if app.stack != "local":
         raise UsageProblem(f"the local stack runs as --stack local, not {app.stack!r}")

@@ -14,9 +14,9 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import Verification
 from typer.testing import CliRunner
 
-from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION
 from cli.main import app
 from cli.synthetic import PROFILES, write_study
+from local.credentials import FAKE_AWS_ENV, LOCAL_REGION
 
 FIXED_ENV = {"COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}
 FAKE_AWS = {**FAKE_AWS_ENV, "AWS_DEFAULT_REGION": LOCAL_REGION}

@@ -23,10 +23,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from cli.errors import EXIT_FAILED, EXIT_USAGE
-from cli.local.credentials import local_client
-from cli.local.stack import create_job_table
 from core.layout import new_batch_id
 from handlers.jobs import JobTable
+from local.credentials import local_client
+from local.stack import create_job_table
 from tests.cli.conftest import FAKE_AWS
 
 STUDY = "1.2.826.0.1.3680043.8.498.1111"

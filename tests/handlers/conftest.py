@@ -13,10 +13,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from cli.local.ahi_emulator import AhiEmulator
-from cli.local.stack import create_job_table
 from cli.synthetic import write_study
 from handlers.jobs import JobTable
+from local.ahi.emulator import AhiEmulator
+from local.stack import create_job_table
 
 REGION = "us-east-1"
 

@@ -8,11 +8,11 @@ import warnings
 import pytest
 from pydicom import dcmread
 
-from cli.local.moto_lambda import LambdaContext
 from core.layout import QUARANTINE_PREFIX
 from handlers import check_status, record_results, start_import
 from handlers.errors import NoValidInstances, Throttled
 from handlers.jobs_query import get_job
+from local.moto_lambda import LambdaContext
 from tests.handlers.batches import upload_batch
 
 

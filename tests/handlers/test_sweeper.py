@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from cli.local.moto_lambda import LambdaContext
 from core.layout import BatchManifest, manifest_key
 from handlers import sweeper
 from handlers.sweeper import sweep
+from local.moto_lambda import LambdaContext
 from tests.handlers.batches import upload_batch
 
 

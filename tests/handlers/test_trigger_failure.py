@@ -7,12 +7,12 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from cli.local.moto_lambda import LambdaContext
 from core.asl import build_definition
 from core.layout import FUNCTIONS, manifest_key, new_batch_id
 from core.workflow_settings import WorkflowSettings
 from handlers import failure, trigger
 from handlers.jobs_query import get_job
+from local.moto_lambda import LambdaContext
 
 CONTEXT = LambdaContext(
     function_name="f", invoked_function_arn="arn:aws:lambda:us-east-1:1:function:f", memory_limit_in_mb=128

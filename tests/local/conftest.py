@@ -12,7 +12,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pydicom.uid import generate_uid
 
-from cli.local.ahi_emulator import AhiEmulator
+from local.ahi.emulator import AhiEmulator
 from tests.local.ahi_support import FAKE_CREDENTIALS, REGION, medical_imaging
 
 

@@ -13,8 +13,8 @@ import botocore.session
 import pytest
 from botocore.exceptions import ClientError
 
-from cli.local.ahi.errors import ValidationError
-from cli.local.ahi_emulator import AhiEmulator
+from local.ahi.emulator import AhiEmulator
+from local.ahi.errors import ValidationError
 from tests.local.ahi_support import (
     FAKE_CREDENTIALS,
     REGION,

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from cli.local.ahi_emulator import AhiEmulator
+from local.ahi.emulator import AhiEmulator
 from tests.local.ahi_support import (
     REGION,
     STATUS_ORDER,

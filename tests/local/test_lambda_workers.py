@@ -1,4 +1,4 @@
-"""The local stack's Lambda execution environments (cli/local/lambda_workers.py), in real worker processes."""
+"""The local stack's Lambda execution environments (local/lambda_workers.py), in real worker processes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cli.local.lambda_workers import LambdaWorkers
-from cli.local.moto_lambda import LambdaContext
+from local.lambda_workers import LambdaWorkers
+from local.moto_lambda import LambdaContext
 
 FIXTURES = "tests.local.lambda_fixtures"
 SLOW = f"{FIXTURES}.overruns"

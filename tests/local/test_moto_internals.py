@@ -1,6 +1,6 @@
 """Smoke test of the moto internals the local stack relies on (moto pinned to 5.2.5).
 
-If this fails after a moto upgrade, cli/local/moto_lambda.py or cli/local/stack.py must follow
+If this fails after a moto upgrade, local/moto_lambda.py or local/stack.py must follow
 the new names: see DESIGN.md "The local stack".
 """
 
@@ -23,10 +23,10 @@ from moto.server import ThreadedMotoServer
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.credentials import StateCredentials
 
-from cli.local import moto_dispatch, moto_lambda, moto_objects
-from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION
-from cli.local.lambda_workers import LambdaWorkers
-from cli.local.stack import LOCAL_ACCOUNT
+from local import moto_dispatch, moto_lambda, moto_objects
+from local.credentials import FAKE_AWS_ENV, LOCAL_REGION
+from local.lambda_workers import LambdaWorkers
+from local.stack import LOCAL_ACCOUNT
 
 
 def test_moto_is_the_pinned_version():
@@ -134,11 +134,11 @@ def test_the_emulator_reads_what_the_s3_api_wrote_from_the_backend(monkeypatch):
 
 def test_dynamodb_requests_are_served_one_at_a_time_so_a_failed_transaction_loses_no_writes():
     """moto's TransactWriteItems restores a copy of the table when a condition fails; without
-    the lock, the writes other threads made meanwhile vanished (cli/local/moto_dispatch.py)."""
+    the lock, the writes other threads made meanwhile vanished (local/moto_dispatch.py)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from cli.local.credentials import local_client
-    from cli.local.moto_server import MotoServer
+    from local.credentials import local_client
+    from local.moto_server import MotoServer
 
     moto_dispatch.install()
     assert DynamoHandler.call_action is moto_dispatch._serialized_dynamodb_action

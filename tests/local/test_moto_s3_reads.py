@@ -18,9 +18,9 @@ from moto import mock_aws
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from werkzeug.test import Client
 
-from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION
-from cli.local.moto_s3_reads import serve_reads_from_backend
-from cli.local.stack import LOCAL_ACCOUNT
+from local.credentials import FAKE_AWS_ENV, LOCAL_REGION
+from local.moto_s3_reads import serve_reads_from_backend
+from local.stack import LOCAL_ACCOUNT
 
 BUCKET = "reads-bucket"
 VERSIONED = "reads-versioned"

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from cli.local.stack import LocalStack
 from core.asl import build_definition
 from core.config import from_flat
 from core.layout import FUNCTIONS, STACK_OUTPUTS, TABLE_INDEXES, TTL_ATTRIBUTE
+from local.stack import LocalStack
 
 
 @pytest.fixture(scope="module")

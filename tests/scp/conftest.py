@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
-from cli.local.credentials import local_client
+from local.credentials import local_client
 from tests.scp.harness import ScpProcess
 
 

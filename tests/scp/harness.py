@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cli.local.credentials import FAKE_AWS_ENV, LOCAL_REGION
+from local.credentials import FAKE_AWS_ENV, LOCAL_REGION
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_AWS = {**FAKE_AWS_ENV, "AWS_DEFAULT_REGION": LOCAL_REGION}

@@ -12,7 +12,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from cli.local.credentials import local_client
+from local.credentials import local_client
 from tests.scp.dicom_factory import write_instance
 from tests.scp.harness import FAKE_AWS, FaultyS3Proxy, ScpProcess, http_get, send_files, wait_for
 from tests.scp.manifests import s3_manifests, sha256_hex, wait_s3_manifests

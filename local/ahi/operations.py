@@ -1,6 +1,6 @@
 """The operations the emulator implements: validated input dict in, output dict out.
 
-Requests reach these already parsed and validated against botocore's model (cli/local/ahi/model.py);
+Requests reach these already parsed and validated against botocore's model (local/ahi/model.py);
 what is checked here is what the model cannot say: existence (ResourceNotFoundException), state
 and idempotency (ConflictException), throttling (ThrottlingException) and search filter rules.
 """
@@ -15,11 +15,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cli.local.ahi.errors import ThrottledError, ValidationError
-from cli.local.ahi.faults import Faults, TokenBucket
-from cli.local.ahi.imagesets import ImageSetCatalog, check_filter
-from cli.local.ahi.importer import JobRunner
-from cli.local.ahi.state import Registry
+from local.ahi.errors import ThrottledError, ValidationError
+from local.ahi.faults import Faults, TokenBucket
+from local.ahi.imagesets import ImageSetCatalog, check_filter
+from local.ahi.importer import JobRunner
+from local.ahi.state import Registry
 
 T = TypeVar("T")
 DEFAULT_MAX_RESULTS = 50

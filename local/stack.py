@@ -1,9 +1,9 @@
 """The embedded local stack: the whole pipeline in one process, no AWS account (DESIGN "The local stack").
 
 ``with LocalStack(config) as stack:`` starts moto in server mode (Step Functions execution on;
-plain GetObject requests answered from its backend, cli/local/moto_s3_reads.py), replaces moto's
-docker Lambda runner with our real handlers in worker processes (cli/local/moto_lambda.py,
-cli/local/lambda_workers.py), starts the HealthImaging emulator,
+plain GetObject requests answered from its backend, local/moto_s3_reads.py), replaces moto's
+docker Lambda runner with our real handlers in worker processes (local/moto_lambda.py,
+local/lambda_workers.py), starts the HealthImaging emulator,
 creates the resources from the same config, function list and ASL builder the Pulumi program
 uses, wires the S3 -> trigger notification on ``batches/*.json``, and starts the SCP writing to
 the dicom bucket.
@@ -30,10 +30,6 @@ from typing import Any, TextIO
 
 import boto3
 
-from cli.local import moto_dispatch, moto_lambda, moto_objects
-from cli.local.credentials import FAKE_AWS_ENV
-from cli.local.lambda_workers import LambdaWorkers, resolve_handler
-from cli.local.moto_server import MotoServer
 from core.asl import build_definition
 from core.config import PROJECT_NAME, StackConfig
 from core.layout import (
@@ -46,6 +42,10 @@ from core.layout import (
     TTL_ATTRIBUTE,
 )
 from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+from local import moto_dispatch, moto_lambda, moto_objects
+from local.credentials import FAKE_AWS_ENV
+from local.lambda_workers import LambdaWorkers, resolve_handler
+from local.moto_server import MotoServer
 
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 POWERTOOLS_ENV = {
@@ -141,7 +141,7 @@ class LocalStack:
         self._lambdas = LambdaWorkers(spec.handler for spec in FUNCTIONS)
         moto_lambda.install(self._lambdas)
 
-        from cli.local.ahi_emulator import AhiEmulator
+        from local.ahi.emulator import AhiEmulator
 
         self.ahi = AhiEmulator(
             s3_endpoint_url=moto_url,
@@ -406,7 +406,5 @@ def _placeholder_package() -> bytes:
     """moto wants a code package; the code that runs is ours, in local workers (moto_lambda)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(
-            "README.txt", "handlers run in local worker processes, see cli/local/moto_lambda.py\n"
-        )
+        archive.writestr("README.txt", "handlers run in local worker processes, see local/moto_lambda.py\n")
     return buffer.getvalue()

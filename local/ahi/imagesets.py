@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cli.local.ahi.dicom_reader import ParsedInstance
-from cli.local.ahi.errors import NotFoundError, ValidationError
+from local.ahi.dicom_reader import ParsedInstance
+from local.ahi.errors import NotFoundError, ValidationError
 
 SCHEMA_VERSION = "1.1"
 

@@ -18,13 +18,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from cli.local.ahi.faults import Faults, TokenBucket
-from cli.local.ahi.http import ApiServer
-from cli.local.ahi.imagesets import ImageSetCatalog
-from cli.local.ahi.importer import MAX_CONCURRENT_READS, MAX_NESTED_FOLDERS, JobRunner, ObjectReader
-from cli.local.ahi.model import ApiModel
-from cli.local.ahi.operations import Operations
-from cli.local.ahi.state import Registry
+from local.ahi.faults import Faults, TokenBucket
+from local.ahi.http import ApiServer
+from local.ahi.imagesets import ImageSetCatalog
+from local.ahi.importer import MAX_CONCURRENT_READS, MAX_NESTED_FOLDERS, JobRunner, ObjectReader
+from local.ahi.model import ApiModel
+from local.ahi.operations import Operations
+from local.ahi.state import Registry
 
 __all__ = ["AhiEmulator"]
 
@@ -45,7 +45,7 @@ class AhiEmulator:
         ``start_rate_limit``: StartDICOMImportJob requests per second (burst 2) like the real
         quota; None (default) for no limit. ``max_nested_folders``: the per-job folder quota.
         ``object_reader``: how jobs read input objects when not through the S3 endpoint (the
-        local stack reads moto's backend directly: cli/local/moto_objects.py)."""
+        local stack reads moto's backend directly: local/moto_objects.py)."""
         self.s3_endpoint_url = s3_endpoint_url
         self.region = region
         self._faults = Faults()

@@ -3,7 +3,7 @@
 moto (pinned 5.2.5) executes Lambda code only in docker. Every invoke path (the Invoke API, S3
 notifications, Step Functions Task states) goes through one private method,
 ``moto.awslambda.models.LambdaFunction._invoke_lambda(self, event) -> (payload, errored, logs)``.
-Replacing it with "call the function's ``Handler`` in a worker process" (cli/local/lambda_workers.py)
+Replacing it with "call the function's ``Handler`` in a worker process" (local/lambda_workers.py)
 runs our handlers next to the moto server, with the function's environment and timeout.
 tests/local/test_moto_internals.py fails loudly if that name moves.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 
-from cli.local.lambda_workers import LambdaWorkers
+from local.lambda_workers import LambdaWorkers
 
 _ORIGINAL = LambdaFunction._invoke_lambda
 _lock = threading.Lock()

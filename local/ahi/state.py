@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cli.local.ahi.errors import ConflictError, NotFoundError
+from local.ahi.errors import ConflictError, NotFoundError
 
 ACCOUNT_ID = "123456789012"  # moto's default account, so ARNs look alike across the local stack
 JOB_STATUSES = ("SUBMITTED", "IN_PROGRESS", "COMPLETED", "FAILED")

@@ -17,9 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from cli.local.ahi.errors import ApiError
-from cli.local.ahi.faults import Faults
-from cli.local.ahi.model import ApiModel
+from local.ahi.errors import ApiError
+from local.ahi.faults import Faults
+from local.ahi.model import ApiModel
 
 log = logging.getLogger(__name__)
 

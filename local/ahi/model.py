@@ -26,7 +26,7 @@ from urllib.parse import unquote
 import botocore.session
 from botocore.model import OperationModel, ServiceModel, Shape
 
-from cli.local.ahi.errors import ApiError, ValidationError
+from local.ahi.errors import ApiError, ValidationError
 
 SERVICE_NAME = "medical-imaging"
 API_VERSION = "2023-07-19"

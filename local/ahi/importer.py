@@ -24,11 +24,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cli.local.ahi.dicom_reader import InstanceRejected, ParsedInstance, read_instance
-from cli.local.ahi.faults import Faults
-from cli.local.ahi.imagesets import ImageSetCatalog
-from cli.local.ahi.output import SERVER_ERROR, FileFailure, ImportResult, split_s3_uri, write_results
-from cli.local.ahi.state import ImportJob, Registry, now_utc
+from local.ahi.dicom_reader import InstanceRejected, ParsedInstance, read_instance
+from local.ahi.faults import Faults
+from local.ahi.imagesets import ImageSetCatalog
+from local.ahi.output import SERVER_ERROR, FileFailure, ImportResult, split_s3_uri, write_results
+from local.ahi.state import ImportJob, Registry, now_utc
 
 log = logging.getLogger(__name__)
 

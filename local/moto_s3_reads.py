@@ -24,7 +24,7 @@ from typing import Any
 
 from moto.s3.models import FakeKey
 
-from cli.local.moto_objects import s3_backend
+from local.moto_objects import s3_backend
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

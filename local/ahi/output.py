@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from cli.local.ahi.dicom_reader import ParsedInstance
-from cli.local.ahi.imagesets import ImageSetOutcome
-from cli.local.ahi.state import ImportJob
+from local.ahi.dicom_reader import ParsedInstance
+from local.ahi.imagesets import ImageSetOutcome
+from local.ahi.state import ImportJob
 
 MANIFEST_NAME = "job-output-manifest.json"
 SUCCESS_KEY = "SUCCESS/success.ndjson"

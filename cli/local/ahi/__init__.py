@@ -1,1 +1,0 @@
-"""Building blocks of the local AWS HealthImaging emulator (see cli/local/ahi_emulator.py)."""

@@ -1,0 +1,1 @@
+"""Building blocks of the local AWS HealthImaging emulator (see local/ahi/emulator.py)."""
