@@ -1,7 +1,7 @@
 """moto in server mode for the local stack, with the GetObject fast path in front of it.
 
 What ``moto.server.ThreadedMotoServer`` does (moto's WSGI application on werkzeug's threaded
-server, moto's request handler), plus ``local/moto_s3_reads.py`` wrapped around the
+server, moto's request handler), plus ``local/moto_s3.py`` wrapped around the
 application, which ThreadedMotoServer gives no way to do.
 """
 
@@ -12,7 +12,7 @@ import threading
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from local.moto_s3_reads import serve_reads_from_backend
+from local.moto_s3 import serve_reads_from_backend
 
 
 class MotoServer:

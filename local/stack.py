@@ -1,7 +1,7 @@
 """The embedded local stack: the whole pipeline in one process, no AWS account (DESIGN "The local stack").
 
 ``with LocalStack(config) as stack:`` starts moto in server mode (Step Functions execution on;
-plain GetObject requests answered from its backend, local/moto_s3_reads.py), replaces moto's
+plain GetObject requests answered from its backend, local/moto_s3.py), replaces moto's
 docker Lambda runner with our real handlers in worker processes (local/moto_lambda.py,
 local/lambda_workers.py), starts the HealthImaging emulator,
 creates the resources from the same config, function list and ASL builder the Pulumi program
@@ -42,7 +42,7 @@ from core.layout import (
     TTL_ATTRIBUTE,
 )
 from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
-from local import moto_dispatch, moto_lambda, moto_objects
+from local import moto_dispatch, moto_lambda, moto_s3
 from local.credentials import FAKE_AWS_ENV
 from local.lambda_workers import LambdaWorkers, resolve_handler
 from local.moto_server import MotoServer
@@ -148,7 +148,7 @@ class LocalStack:
             region=self.region,
             job_seconds=self.ahi_job_seconds,
             start_rate_limit=self.ahi_start_rate_limit,
-            object_reader=moto_objects.object_reader(LOCAL_ACCOUNT),
+            object_reader=moto_s3.object_reader(LOCAL_ACCOUNT),
         )
         ahi_url = self.ahi.start()
         self.environment = {

@@ -45,7 +45,7 @@ class AhiEmulator:
         ``start_rate_limit``: StartDICOMImportJob requests per second (burst 2) like the real
         quota; None (default) for no limit. ``max_nested_folders``: the per-job folder quota.
         ``object_reader``: how jobs read input objects when not through the S3 endpoint (the
-        local stack reads moto's backend directly: local/moto_objects.py)."""
+        local stack reads moto's backend directly: local/moto_s3.py)."""
         self.s3_endpoint_url = s3_endpoint_url
         self.region = region
         self._faults = Faults()

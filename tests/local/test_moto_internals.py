@@ -23,7 +23,7 @@ from moto.server import ThreadedMotoServer
 from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.credentials import StateCredentials
 
-from local import moto_dispatch, moto_lambda, moto_objects
+from local import moto_dispatch, moto_lambda, moto_s3
 from local.credentials import FAKE_AWS_ENV, LOCAL_REGION
 from local.lambda_workers import LambdaWorkers
 from local.stack import LOCAL_ACCOUNT
@@ -120,7 +120,7 @@ def test_the_emulator_reads_what_the_s3_api_wrote_from_the_backend(monkeypatch):
         s3.create_bucket(Bucket="internals-bucket")
         s3.put_object(Bucket="internals-bucket", Key="a/b.dcm", Body=b"DICM-bytes", ContentEncoding="gzip")
         s3.put_object(Bucket="internals-bucket", Key="a/plain.dcm", Body=b"plain")
-        read = moto_objects.object_reader(LOCAL_ACCOUNT)
+        read = moto_s3.object_reader(LOCAL_ACCOUNT)
 
         assert read("internals-bucket", "a/b.dcm") == (b"DICM-bytes", "gzip")
         assert read("internals-bucket", "a/plain.dcm") == (b"plain", "")

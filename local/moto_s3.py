@@ -1,17 +1,28 @@
-"""Answer plain S3 GetObject requests straight from moto's backend: the local stack's hot path.
+"""moto's S3 backend, read in this process: the local stack's two hot read paths past moto's HTTP front.
 
-Validation reads the header of every object of a batch (3,000 ranged GETs in the workflow
-benchmark). moto answers each through Flask, its request parsing and its response machinery:
-~2.3 ms of the ~4.2 ms of server CPU per request here, all in the one process that also runs the
-HealthImaging emulator and the Step Functions interpreter (docs/benchmarks/workflow.md).
+On the local stack moto, the HealthImaging emulator and the Step Functions interpreter share one
+process, and a read through moto's server costs Python CPU there (werkzeug, Flask, moto's request
+parsing and response machinery; a new TCP connection per request, as moto's server does not keep
+connections alive). Both readers below take the bytes from moto's S3 backend: the same data the S3
+endpoint serves.
 
-This WSGI middleware, in front of moto's application, answers the plain case itself: a path-style
-GET signed for S3 of an existing object, no query string (versions, parts, response overrides,
-sub-resources), no conditional, SSE-C or CORS headers, at most one ``bytes=first-last`` range
-inside the object, not a multipart upload. Headers come from moto's own ``FakeKey`` fields, in
-the order moto sends them. Everything else, errors included, goes to moto unchanged.
-tests/local/test_moto_s3_reads.py compares the two answers request by request, so a moto upgrade
-that changes them fails there.
+- ``object_reader``: the emulator's reads. Reading an object through boto3 costs ~10 ms of Python
+  CPU here (botocore on one side, moto on the other), and an import reads every object of a batch;
+  the real HealthImaging reads S3 inside AWS, not through our process. Errors are raised as the
+  ``ClientError`` the S3 API would return, so the emulator treats them exactly like a failed
+  GetObject. The handlers still go through the S3 API.
+- ``serve_reads_from_backend``: the handlers' plain GetObject requests. Validation reads the header
+  of every object of a batch (3,000 ranged GETs in the workflow benchmark); moto answers each in
+  ~2.3 ms of the ~4.2 ms of server CPU per request (docs/benchmarks/workflow.md). This WSGI
+  middleware, in front of moto's application, answers the plain case itself: a path-style GET
+  signed for S3 of an existing object, no query string (versions, parts, response overrides,
+  sub-resources), no conditional, SSE-C or CORS headers, at most one ``bytes=first-last`` range
+  inside the object, not a multipart upload. Headers come from moto's own ``FakeKey`` fields, in
+  the order moto sends them. Everything else, errors included, goes to moto unchanged.
+
+tests/local/test_moto_internals.py fails loudly if the moto names used here move, and
+tests/local/test_moto_s3.py compares the middleware's answers with moto's request by request, so
+a moto upgrade that changes them fails there.
 """
 
 from __future__ import annotations
@@ -22,9 +33,38 @@ import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moto.s3.models import FakeKey
+from botocore.exceptions import ClientError
+from moto.s3.exceptions import MissingBucket
+from moto.s3.models import FakeKey, s3_backends
 
-from local.moto_objects import s3_backend
+PARTITION = "aws"
+
+
+def _error(code: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, "GetObject")
+
+
+def s3_backend(account_id: str) -> Any:
+    """moto's S3 backend of ``account_id``. Look it up once per user, not per read: moto takes a
+    process-wide lock on every lookup, and the readers run in many threads."""
+    return s3_backends[account_id][PARTITION]
+
+
+def object_reader(account_id: str) -> Callable[[str, str], tuple[bytes, str]]:
+    """A ``(bucket, key) -> (body, content_encoding)`` reader over moto's S3 backend."""
+    backend = s3_backend(account_id)
+
+    def read(bucket: str, key: str) -> tuple[bytes, str]:
+        try:
+            found = backend.get_object(bucket, key)
+        except MissingBucket:
+            raise _error("NoSuchBucket", f"bucket {bucket} does not exist") from None
+        if found is None:
+            raise _error("NoSuchKey", f"s3://{bucket}/{key} does not exist")
+        return found.value, found.metadata.get("content-encoding", "")
+
+    return read
+
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

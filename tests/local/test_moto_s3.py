@@ -19,7 +19,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from werkzeug.test import Client
 
 from local.credentials import FAKE_AWS_ENV, LOCAL_REGION
-from local.moto_s3_reads import serve_reads_from_backend
+from local.moto_s3 import serve_reads_from_backend
 from local.stack import LOCAL_ACCOUNT
 
 BUCKET = "reads-bucket"
