@@ -1,7 +1,7 @@
 """``dicomctl dlq list|redrive``: the dead-letter queue of failed batches.
 
-Each DLQ message is one failed batch (body: batchId, manifestKey, state, error, cause,
-executionArn, at), written by the workflow's failure handler.
+Each DLQ message is one failed batch (body: ``core.contracts.DlqMessage``), written by the
+workflow's failure handler.
 
 Redrive semantics (documented in docs/cli.md):
 - a batch is re-run by starting a NEW execution of the state machine named
@@ -25,6 +25,7 @@ from rich.table import Table
 
 from cli.context import AppContext, JsonOption
 from cli.errors import OperationFailed, UsageProblem
+from core.contracts import DlqMessage, execution_input
 
 app = typer.Typer(help="Inspect and re-drive failed batches (the dead-letter queue).", no_args_is_help=True)
 
@@ -51,7 +52,7 @@ def read_messages(sqs: Any, queue_url: str, limit: int, hold_seconds: int = 0) -
     return list(found.values())
 
 
-def parse_body(message: dict[str, Any]) -> dict[str, Any]:
+def parse_body(message: dict[str, Any]) -> DlqMessage:
     try:
         body = json.loads(message["Body"])
     except ValueError:
@@ -71,7 +72,7 @@ def batch_executions(sfn: Any, state_machine_arn: str, batch_id: str) -> list[di
     return found
 
 
-def original_input(sfn: Any, state_machine_arn: str, body: dict[str, Any], bucket: str, poll: int) -> str:
+def original_input(sfn: Any, state_machine_arn: str, body: DlqMessage, bucket: str, poll: int) -> str:
     """The input the trigger gave the first execution; rebuilt from the message if it is gone."""
     arn = body.get("executionArn") or (
         state_machine_arn.replace(":stateMachine:", ":execution:", 1) + ":" + body["batchId"]
@@ -79,13 +80,11 @@ def original_input(sfn: Any, state_machine_arn: str, body: dict[str, Any], bucke
     try:
         return sfn.describe_execution(executionArn=arn)["input"]
     except sfn.exceptions.ExecutionDoesNotExist:
-        from handlers.trigger import execution_input
-
         return json.dumps(execution_input(body["batchId"], bucket, body.get("manifestKey", ""), poll))
 
 
 def redrive_batch(
-    sfn: Any, state_machine_arn: str, body: dict[str, Any], bucket: str, poll: int
+    sfn: Any, state_machine_arn: str, body: DlqMessage, bucket: str, poll: int
 ) -> dict[str, Any]:
     batch_id = body["batchId"]
     executions = batch_executions(sfn, state_machine_arn, batch_id)

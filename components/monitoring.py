@@ -15,10 +15,8 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import document
+from core.contracts import SCP_METRICS_NAMESPACE, SCP_STORE_FAILURES_METRIC
 from core.stack_settings import MonitoringSettings
-
-SCP_METRICS_NAMESPACE = "DicomIngest/Scp"  # scp.metrics.NAMESPACE
-SCP_STORE_FAILURES_METRIC = "StoreFailures"
 
 
 @dataclass

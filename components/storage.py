@@ -16,11 +16,9 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import allow, document, kms_use, service_role, tls_only
+from core.contracts import IMPORTED_TAG
 from core.layout import BATCHES_PREFIX, INCOMING_PREFIX, QUARANTINE_PREFIX
 from core.stack_settings import StorageSettings
-
-# The tag the workflow puts on imported objects with cleanupMode "tag" (handlers.objects.IMPORTED_TAG).
-IMPORTED_TAG = ("ahi-imported", "true")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Import workflow: the Lambda functions, the state machine, the S3 trigger, the sweeper schedule, the DLQ.
 
-One function per ``layout.FUNCTIONS`` entry, all from one reproducible package (``lambda_package``)
+One function per ``contracts.FUNCTIONS`` entry, all from one reproducible package (``lambda_package``)
 with the AWS-managed Powertools v3 layer; X-Ray active; JSON logs into a log group with retention;
 one role per function with only what that function does (``FUNCTION_ACCESS``). The state machine
 definition is ``asl.build_definition`` of the deployed ARNs, serialized with ``Output.json_dumps``.
@@ -26,15 +26,24 @@ from components.iam import (
 )
 from components.lambda_package import LambdaPackage
 from core.asl import build_definition
-from core.layout import BATCHES_PREFIX, FUNCTIONS, INCOMING_PREFIX, MANIFEST_SUFFIX, QUARANTINE_PREFIX
+from core.contracts import (
+    FUNCTIONS,
+    LAMBDA_RUNTIME,
+    POWERTOOLS_NAMES,
+    STATE_MACHINE_FUNCTIONS,
+    function_environment,
+)
+from core.layout import BATCHES_PREFIX, INCOMING_PREFIX, MANIFEST_SUFFIX, QUARANTINE_PREFIX
 from core.stack_settings import FunctionsSettings
-from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+from core.workflow_settings import WorkflowResources, WorkflowSettings
 
-RUNTIME = "python3.12"
 POWERTOOLS_ACCOUNT = "017000801446"  # publisher of the AWS-managed Powertools for AWS Lambda layers
-POWERTOOLS_SERVICE = "dicom-ingest"  # handlers.runtime.SERVICE
-METRICS_NAMESPACE = "DicomIngest/Workflow"  # handlers.runtime.METRICS_NAMESPACE
-STATE_MACHINE_FUNCTIONS = ("start_import", "check_status", "record_results", "failure")
+# Powertools' variables of the deployed functions.
+POWERTOOLS_ENV = {
+    **POWERTOOLS_NAMES,
+    "POWERTOOLS_LOG_LEVEL": "INFO",
+    "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",  # responses may carry DICOM attributes
+}
 
 # What each function may touch. A function missing here fails the deployment (and a test).
 FUNCTION_ACCESS: dict[str, frozenset[str]] = {
@@ -57,25 +66,9 @@ def powertools_layer_arn(
         ":lambda:",
         region,
         f":{POWERTOOLS_ACCOUNT}:layer:AWSLambdaPowertoolsPythonV3-",
-        RUNTIME.replace(".", ""),
+        LAMBDA_RUNTIME.replace(".", ""),
         f"-{arch}:{settings.powertools_layer_version}",
     )
-
-
-def powertools_environment(settings: FunctionsSettings) -> dict[str, str]:
-    return {
-        "POWERTOOLS_SERVICE_NAME": POWERTOOLS_SERVICE,
-        "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",  # responses may carry DICOM attributes
-    }
-
-
-def function_environment(
-    resources: WorkflowResources, settings: WorkflowSettings, fn: FunctionsSettings
-) -> dict:
-    """Exactly what every function reads: the workflow model's env plus Powertools' variables."""
-    return {**resources.to_env(ENV_PREFIX), **settings.to_env(ENV_PREFIX), **powertools_environment(fn)}
 
 
 @dataclass
@@ -150,12 +143,12 @@ class ImportWorkflow(pulumi.ComponentResource):
                 dlq_url=v[6],
             )
         )
-        environment = self.resources.apply(lambda r: function_environment(r, args.settings, args.functions))
+        environment = self.resources.apply(lambda r: function_environment(r, args.settings, POWERTOOLS_ENV))
         layer = powertools_layer_arn(args.region, args.partition, args.functions)
 
         self.functions, self.log_groups, self.roles = {}, {}, {}
         for spec in FUNCTIONS:
-            fn_name = f"{name}-{spec.name.replace('_', '-')}"
+            fn_name = spec.resource_name(name)
             log_group = aws.cloudwatch.LogGroup(
                 f"{fn_name}-logs", retention_in_days=args.functions.log_retention_days, opts=child
             )
@@ -169,7 +162,7 @@ class ImportWorkflow(pulumi.ComponentResource):
             self.functions[spec.name] = aws.lambda_.Function(
                 fn_name,
                 description=spec.description[:256],
-                runtime=RUNTIME,
+                runtime=LAMBDA_RUNTIME,
                 architectures=[args.functions.architecture],
                 handler=spec.handler,
                 code=pulumi.FileArchive(str(args.package.path)),

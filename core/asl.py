@@ -25,13 +25,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from core.layout import function
+from core.contracts import STATE_MACHINE_FUNCTIONS, Throttled, TransientError, function
 from core.workflow_settings import WorkflowSettings
 
-# Error names our handlers raise (the Lambda ``errorType`` is the exception class name, see
-# handlers/errors.py); ASL Retry and Catch match on them.
-THROTTLED = "Throttled"
-TRANSIENT = "TransientError"
+# Error names our handlers raise (the Lambda ``errorType`` is the exception class name);
+# ASL Retry and Catch match on them.
+THROTTLED = Throttled.__name__
+TRANSIENT = TransientError.__name__
 LAMBDA_TRANSIENT = [
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
@@ -113,7 +113,7 @@ def _raise(error: str, cause_path: str, state_name: str) -> dict[str, Any]:
 
 def build_definition(functions: Mapping[str, str], settings: WorkflowSettings) -> dict[str, Any]:
     """The ASL document for ``functions`` (FunctionSpec name -> Lambda ARN) and ``settings``."""
-    missing = {"start_import", "check_status", "record_results", "failure"} - set(functions)
+    missing = set(STATE_MACHINE_FUNCTIONS) - set(functions)
     if missing:
         raise ValueError(f"build_definition needs ARNs for: {', '.join(sorted(missing))}")
 

@@ -1,7 +1,8 @@
 """The data contracts between the SCP, the import workflow, the CLI and the infrastructure.
 
 One place for: the S3 key layout, batch ids, the batch manifest the SCP writes and the
-workflow reads, the DynamoDB job table's keys and indexes, and the set of Lambda functions.
+workflow reads, the DynamoDB job table's keys and indexes, and the stack outputs. (The Lambda
+functions and the other names the runtimes share are in ``core.contracts``.)
 Pure data and pure functions only (no pulumi, no boto3), so every reader can import it.
 """
 
@@ -123,66 +124,6 @@ TABLE_INDEXES: dict[str, tuple[str, str]] = {
 # Job states in the order a job moves through them; a conditional write never moves back.
 JOB_STATES = ("RECEIVED", "VALIDATED", "SUBMITTED", "IN_PROGRESS", "COMPLETED", "PARTIAL", "FAILED")
 TERMINAL_STATES = ("COMPLETED", "PARTIAL", "FAILED")
-
-
-# --- Lambda functions ---------------------------------------------------------------------
-class FunctionSpec(BaseModel):
-    """One Lambda function: the Pulumi program and the local stack both build from this list."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str  # logical name, also the key in the ASL builder's function map
-    handler: str  # "module.attribute" inside the deployment package
-    timeout_seconds: int = 60
-    memory_mb: int = 512
-    reserved_concurrency: int | None = None
-    description: str = ""
-
-
-FUNCTIONS: tuple[FunctionSpec, ...] = (
-    FunctionSpec(
-        name="trigger",
-        handler="handlers.trigger.handler",
-        description="S3 batches/*.json created -> start one execution named after the batch",
-    ),
-    FunctionSpec(
-        name="start_import",
-        handler="handlers.start_import.handler",
-        timeout_seconds=300,
-        memory_mb=1024,
-        reserved_concurrency=1,  # StartDICOMImportJob is throttled to ~1 request/s per account
-        description="validate a batch, quarantine bad instances, StartDICOMImportJob",
-    ),
-    FunctionSpec(
-        name="check_status",
-        handler="handlers.check_status.handler",
-        timeout_seconds=300,
-        memory_mb=1024,
-        description="GetDICOMImportJob; record the job's progress",
-    ),
-    FunctionSpec(
-        name="record_results",
-        handler="handlers.record_results.handler",
-        timeout_seconds=300,
-        memory_mb=1024,
-        description="read the import results, record image sets and failures, quarantine, clean up",
-    ),
-    FunctionSpec(
-        name="failure",
-        handler="handlers.failure.handler",
-        description="record FAILED and send the batch to the DLQ",
-    ),
-    FunctionSpec(
-        name="sweeper",
-        handler="handlers.sweeper.handler",
-        timeout_seconds=300,
-        description="seal batches a crashed SCP task left without a manifest",
-    ),
-)
-
-
-def function(name: str) -> FunctionSpec:
-    return next(f for f in FUNCTIONS if f.name == name)
 
 
 # --- Stack outputs (exported by __main__.py, written by the local stack, read by dicomctl) --

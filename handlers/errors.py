@@ -1,9 +1,12 @@
-"""Errors the handlers raise on purpose. The Lambda ``errorType`` is the class name, and the
-state machine (core/asl.py) retries or catches by that name: keep them in step."""
+"""Errors the handlers raise on purpose. The Lambda ``errorType`` is the class name; the two the
+state machine retries by name, ``Throttled`` and ``TransientError``, are defined with the other
+shared names in core/contracts.py (core/asl.py reads their names there)."""
 
 from __future__ import annotations
 
 from botocore.exceptions import ClientError, ConnectionError, EndpointConnectionError
+
+from core.contracts import Throttled, TransientError
 
 THROTTLING_CODES = {
     "ThrottlingException",
@@ -21,14 +24,6 @@ TRANSIENT_CODES = {
     "InternalError",
     "RequestTimeout",
 }
-
-
-class Throttled(Exception):
-    """An AWS API said slow down: retried by the state machine with exponential backoff and jitter."""
-
-
-class TransientError(Exception):
-    """A 5xx or a dropped connection: retried by the state machine."""
 
 
 class NoValidInstances(Exception):

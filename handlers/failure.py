@@ -1,9 +1,8 @@
 """Record Failure (state ``RecordFailure``): the end of every unrecoverable path.
 
-Sends one DLQ message (``{"batchId", "manifestKey", "state", "error", "cause", "executionArn",
-"at"}``) so an operator can replay the batch, and records the job FAILED (unless it already
-reached a terminal state: the job table never moves backwards). The DLQ message is sent first:
-if recording fails, the batch is still in the queue.
+Sends one DLQ message (``core.contracts.DlqMessage``) so an operator can replay the batch, and
+records the job FAILED (unless it already reached a terminal state: the job table never moves
+backwards). The DLQ message is sent first: if recording fails, the batch is still in the queue.
 
 Input: ``{"batchId", "manifestKey", "failedState", "error": {"Error", "Cause"}, "executionArn"}``.
 """
@@ -16,6 +15,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
+from core.contracts import DlqMessage
 from handlers import aws
 from handlers.errors import classify
 from handlers.jobs import JobTable, now_iso
@@ -41,15 +41,15 @@ def _cause_text(cause: Any) -> str:
 @tracer.capture_method
 def record_failure(event: dict[str, Any], *, sqs: Any, dlq_url: str, jobs: JobTable) -> dict[str, Any]:
     error = event.get("error") or {}
-    message = {
-        "batchId": event["batchId"],
-        "manifestKey": event.get("manifestKey", ""),
-        "state": event.get("failedState", ""),
-        "error": str(error.get("Error", "Unknown")),
-        "cause": _cause_text(error.get("Cause", "")),
-        "executionArn": event.get("executionArn", ""),
-        "at": now_iso(),
-    }
+    message = DlqMessage(
+        batchId=event["batchId"],
+        manifestKey=event.get("manifestKey", ""),
+        state=event.get("failedState", ""),
+        error=str(error.get("Error", "Unknown")),
+        cause=_cause_text(error.get("Cause", "")),
+        executionArn=event.get("executionArn", ""),
+        at=now_iso(),
+    )
     try:
         sqs.send_message(
             QueueUrl=dlq_url,

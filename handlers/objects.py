@@ -15,11 +15,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from core.contracts import IMPORTED_TAG
 from core.layout import QUARANTINE_PREFIX
 from handlers.errors import classify
 from handlers.jobs import now_iso
 
-IMPORTED_TAG = ("ahi-imported", "true")  # cleanup_mode "tag": a lifecycle rule expires these
 DELETE_BATCH = 1000  # keys per DeleteObjects request (the S3 maximum)
 TAGGING_PARALLELISM = 8  # PutObjectTagging takes one key: a few at a time, bounded for the S3 rate
 

@@ -17,8 +17,9 @@ from urllib.parse import urlparse
 
 from botocore.exceptions import ClientError
 
+from core.contracts import TransientError
 from handlers import objects
-from handlers.errors import TransientError, classify
+from handlers.errors import classify
 
 
 @dataclass

@@ -1,6 +1,6 @@
-"""What every handler module shares: the Powertools service name and metrics namespace, the
-Lambda entry-point wrapping, and how a handler reads its settings (lazily, from the environment
-the deployment wrote) and opens the job table."""
+"""What every handler module shares: its Powertools objects (under the service name and metrics
+namespace of core/contracts.py), the Lambda entry-point wrapping, and how a handler reads its
+settings (lazily, from the environment the deployment wrote) and opens the job table."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 
+from core.contracts import POWERTOOLS_SERVICE, WORKFLOW_METRICS_NAMESPACE
 from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
 from handlers import aws
 from handlers.jobs import JobTable
-
-SERVICE = "dicom-ingest"
-METRICS_NAMESPACE = "DicomIngest/Workflow"
 
 
 @dataclass(frozen=True)
@@ -45,9 +43,9 @@ def powertools() -> tuple[Logger, Metrics, Tracer]:
     """
     warnings.filterwarnings("ignore", "No application metrics to publish*")
     return (
-        Logger(service=SERVICE),
-        Metrics(namespace=METRICS_NAMESPACE, service=SERVICE),
-        Tracer(service=SERVICE),
+        Logger(service=POWERTOOLS_SERVICE),
+        Metrics(namespace=WORKFLOW_METRICS_NAMESPACE, service=POWERTOOLS_SERVICE),
+        Tracer(service=POWERTOOLS_SERVICE),
     )
 
 

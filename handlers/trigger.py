@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from botocore.exceptions import ClientError
 
+from core.contracts import execution_input
 from core.layout import batch_id_from_manifest_key
 from handlers import aws
 from handlers.errors import classify
@@ -23,10 +24,6 @@ from handlers.jobs import JobTable
 from handlers.runtime import environment, lambda_entry_point, powertools
 
 logger, metrics, tracer = powertools()
-
-
-def execution_input(batch_id: str, bucket: str, key: str, poll_seconds: int) -> dict[str, Any]:
-    return {"batchId": batch_id, "bucket": bucket, "manifestKey": key, "pollSeconds": poll_seconds}
 
 
 @tracer.capture_method

@@ -32,16 +32,16 @@ import boto3
 
 from core.asl import build_definition
 from core.config import PROJECT_NAME, StackConfig
+from core.contracts import FUNCTIONS, LAMBDA_RUNTIME, POWERTOOLS_NAMES, function_environment
 from core.layout import (
     BATCHES_PREFIX,
-    FUNCTIONS,
     MANIFEST_SUFFIX,
     TABLE_INDEXES,
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
     TTL_ATTRIBUTE,
 )
-from core.workflow_settings import ENV_PREFIX, WorkflowResources, WorkflowSettings
+from core.workflow_settings import WorkflowResources, WorkflowSettings
 from local import moto_dispatch, moto_lambda, moto_s3
 from local.credentials import FAKE_AWS_ENV
 from local.lambda_workers import LambdaWorkers, resolve_handler
@@ -49,13 +49,11 @@ from local.moto_server import MotoServer
 
 LOCAL_ACCOUNT = "123456789012"  # moto's default account
 POWERTOOLS_ENV = {
-    "POWERTOOLS_SERVICE_NAME": "dicom-ingest",
-    "POWERTOOLS_METRICS_NAMESPACE": "DicomIngest/Workflow",
+    **POWERTOOLS_NAMES,
     "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
     "POWERTOOLS_METRICS_DISABLED": "true",  # no CloudWatch: keep EMF lines off the console
     "POWERTOOLS_LOG_LEVEL": "WARNING",
 }
-LAMBDA_RUNTIME = "python3.12"
 QUIET_LOGGERS = {
     "werkzeug": logging.ERROR,  # one line per moto request otherwise
     # A failed execution is logged with its whole state tree; it is visible through the
@@ -277,7 +275,7 @@ class LocalStack:
         self.workflow = self.config.workflow.model_copy(
             update={"poll_seconds": self.poll_seconds, "max_poll_attempts": attempts}
         )
-        function_env = self.resources.to_env(ENV_PREFIX) | self.workflow.to_env(ENV_PREFIX) | POWERTOOLS_ENV
+        function_env = function_environment(self.resources, self.workflow, POWERTOOLS_ENV)
         # The union of the functions' environments, here too: the handler workers inherit it and
         # code in this process (CLI, tests) reads the same settings (a caller's Powertools win).
         self._set_env({k: v for k, v in function_env.items() if k not in POWERTOOLS_ENV})
@@ -285,7 +283,7 @@ class LocalStack:
         package = _placeholder_package()
         for spec in FUNCTIONS:
             self.function_arns[spec.name] = lam.create_function(
-                FunctionName=f"{prefix}-{spec.name.replace('_', '-')}",
+                FunctionName=spec.resource_name(prefix),
                 Runtime=LAMBDA_RUNTIME,
                 Role=roles["functions"],
                 Handler=spec.handler,

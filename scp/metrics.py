@@ -11,7 +11,9 @@ import threading
 import time
 from collections import defaultdict
 
-NAMESPACE = "DicomIngest/Scp"
+from core.contracts import SCP_METRICS_NAMESPACE as NAMESPACE
+from core.contracts import SCP_STORE_FAILURES_METRIC
+
 EMF_INTERVAL_SECONDS = 60.0  # one EMF line per minute with activity, and one at shutdown
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 EMF_MAX_VALUES = 100  # EMF accepts at most 100 values per metric in one line
@@ -32,7 +34,7 @@ class Metrics:
         return {
             "Instances": 0,
             "Bytes": 0,
-            "StoreFailures": 0,
+            SCP_STORE_FAILURES_METRIC: 0,
             "Associations": 0,
             "RejectedAssociations": 0,
             "RefusedConnections": 0,
@@ -67,7 +69,7 @@ class Metrics:
     def store_failed(self, reason: str) -> None:
         with self._lock:
             self._inc("dicom_scp_store_failures_total", reason=reason)
-            self._window["StoreFailures"] += 1
+            self._window[SCP_STORE_FAILURES_METRIC] += 1
 
     def association(self, outcome: str) -> None:
         """outcome: release, abort, idle, shutdown, or rejected-<why>."""

@@ -14,9 +14,9 @@ from components.dicom_ingest import DicomIngest, DicomIngestArgs
 from components.lambda_package import write_package
 from core.asl import build_definition
 from core.config import StackConfig, deployed_scp_settings, from_flat, load_stack
+from core.contracts import FUNCTIONS
 from core.layout import (
     BATCHES_PREFIX,
-    FUNCTIONS,
     INCOMING_PREFIX,
     MANIFEST_SUFFIX,
     QUARANTINE_PREFIX,
@@ -269,13 +269,6 @@ def test_dicom_bucket_is_temporary(dev, dev_config):
     assert bucket(dev, "dicom").inputs["forceDestroy"] is True
 
 
-def test_imported_tag_matches_the_workflow_cleanup():
-    from components.storage import IMPORTED_TAG
-    from handlers.objects import IMPORTED_TAG as HANDLERS_TAG
-
-    assert IMPORTED_TAG == HANDLERS_TAG
-
-
 def test_results_bucket_is_versioned_and_kept(graph):
     versioning = child_of_bucket(graph, "aws:s3/bucketVersioning:BucketVersioning", "results")
     assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"
@@ -403,14 +396,6 @@ def test_function_environment_is_the_workflow_model(dev, dev_config):
     assert expected["WORKFLOW_POLL_SECONDS"] == "20"
     for fn in dev.of_type(LAMBDA):
         assert fn.inputs["environment"]["variables"] == expected
-
-
-def test_powertools_names_match_the_handlers():
-    from components.workflow import METRICS_NAMESPACE, POWERTOOLS_SERVICE
-    from handlers.runtime import METRICS_NAMESPACE as HANDLERS_NAMESPACE
-    from handlers.runtime import SERVICE
-
-    assert (POWERTOOLS_SERVICE, METRICS_NAMESPACE) == (SERVICE, HANDLERS_NAMESPACE)
 
 
 def test_state_machine_runs_the_asl_builders_definition(graph, request):
@@ -678,14 +663,6 @@ def test_every_failure_mode_has_an_alarm_to_the_topic(dev):
     key = dev.by_arn(topic.inputs["kmsMasterKeyId"])
     grants = {st["Principal"].get("Service"): st["Action"] for st in key.json("policy")["Statement"]}
     assert set(grants["cloudwatch.amazonaws.com"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
-
-
-def test_store_failure_metric_matches_the_scp():
-    from components.monitoring import SCP_METRICS_NAMESPACE, SCP_STORE_FAILURES_METRIC
-    from scp.metrics import NAMESPACE
-
-    assert SCP_METRICS_NAMESPACE == NAMESPACE
-    assert SCP_STORE_FAILURES_METRIC in Path(ROOT / "scp" / "metrics.py").read_text()
 
 
 def test_alarm_email_and_dashboard(dev, prod):

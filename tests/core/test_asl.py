@@ -5,7 +5,7 @@ import json
 import pytest
 
 from core.asl import build_definition
-from core.layout import FUNCTIONS
+from core.contracts import FUNCTIONS
 from core.workflow_settings import WorkflowSettings
 
 ARNS = {f.name: f"arn:aws:lambda:us-east-1:123456789012:function:{f.name}" for f in FUNCTIONS}

@@ -8,7 +8,8 @@ from urllib.parse import quote_plus
 import pytest
 
 from core.asl import build_definition
-from core.layout import FUNCTIONS, manifest_key, new_batch_id
+from core.contracts import FUNCTIONS
+from core.layout import manifest_key, new_batch_id
 from core.workflow_settings import WorkflowSettings
 from handlers import failure, trigger
 from handlers.jobs_query import get_job

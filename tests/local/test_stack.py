@@ -9,7 +9,8 @@ import pytest
 
 from core.asl import build_definition
 from core.config import from_flat
-from core.layout import FUNCTIONS, STACK_OUTPUTS, TABLE_INDEXES, TTL_ATTRIBUTE
+from core.contracts import FUNCTIONS
+from core.layout import STACK_OUTPUTS, TABLE_INDEXES, TTL_ATTRIBUTE
 from local.stack import LocalStack
 
 
