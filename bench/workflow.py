@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from cli.jobs_query import get_job, list_jobs_by_calling_ae
 from cli.synthetic import write_study
 from core.config import from_flat
 from core.layout import TERMINAL_STATES
-from handlers.jobs_query import get_job, list_jobs_by_calling_ae
 from local.stack import LocalStack
 
 STUDIES = 10

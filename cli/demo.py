@@ -28,7 +28,7 @@ DEMO_AET = "DICOMCTL-DEMO"
 
 
 def _jobs_for_study(ddb: Any, table: str, study_uid: str) -> list[dict[str, Any]]:
-    from handlers import jobs_query
+    from cli import jobs_query
 
     return jobs_query.list_jobs_by_study(ddb, table, study_uid)
 

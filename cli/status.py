@@ -1,7 +1,8 @@
 """``dicomctl status``: the job table, or one job's timeline, image set ids and failures.
 
-The queries themselves live in handlers/jobs_query.py (the read side the workflow owns, next to
-the writes); this module only picks the query for the filters and renders the result.
+The queries themselves live in cli/jobs_query.py (the job table's read side; the writes are the
+workflow's, handlers/jobs.py); this module only picks the query for the filters and renders the
+result.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def fetch_jobs(
     since: str | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    from handlers import jobs_query
+    from cli import jobs_query
 
     if study:
         jobs = jobs_query.list_jobs_by_study(ddb, table, study, limit=limit)
@@ -87,7 +88,7 @@ def fetch_jobs(
 
 
 def fetch_job(ddb: Any, table: str, job_id: str) -> dict[str, Any]:
-    from handlers import jobs_query
+    from cli import jobs_query
 
     job = jobs_query.get_job(ddb, table, job_id)
     if job["summary"] is None and not job["timeline"]:

@@ -115,10 +115,11 @@ STUDY_SORT_KEY_PREFIX = "~study#"
 TTL_ATTRIBUTE = "expiresAt"
 
 # name -> (partition key, sort key); all string attributes, projection ALL.
+BY_STATUS, BY_STUDY, BY_CALLING_AE = "by-status", "by-study", "by-calling-ae"
 TABLE_INDEXES: dict[str, tuple[str, str]] = {
-    "by-status": ("currentStatus", "updatedAt"),  # jobs by status over a time range
-    "by-study": ("studyInstanceUid", "createdAt"),  # jobs containing a StudyInstanceUID
-    "by-calling-ae": ("callingAeTitle", "createdAt"),  # jobs from a calling AE
+    BY_STATUS: ("currentStatus", "updatedAt"),  # jobs by status over a time range
+    BY_STUDY: ("studyInstanceUid", "createdAt"),  # jobs containing a StudyInstanceUID
+    BY_CALLING_AE: ("callingAeTitle", "createdAt"),  # jobs from a calling AE
 }
 
 # Job states in the order a job moves through them; a conditional write never moves back.

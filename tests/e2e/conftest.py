@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from cli.jobs_query import get_job
 from cli.synthetic import write_study
 from core.config import from_flat
-from handlers.jobs_query import get_job
 from local.stack import LocalStack
 
 DEADLINE_SECONDS = 40

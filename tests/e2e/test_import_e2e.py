@@ -6,8 +6,8 @@ import json
 
 from pydicom import dcmread
 
+from cli.jobs_query import list_jobs_by_study
 from core.layout import QUARANTINE_PREFIX, manifest_key
-from handlers.jobs_query import list_jobs_by_study
 from tests.e2e.conftest import execution_names, finished, job, new_executions, storescu
 from tests.handlers.batches import upload_batch
 

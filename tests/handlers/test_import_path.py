@@ -8,10 +8,10 @@ import warnings
 import pytest
 from pydicom import dcmread
 
+from cli.jobs_query import get_job
 from core.layout import QUARANTINE_PREFIX
 from handlers import check_status, record_results, start_import
 from handlers.errors import NoValidInstances, Throttled
-from handlers.jobs_query import get_job
 from local.moto_lambda import LambdaContext
 from tests.handlers.batches import upload_batch
 

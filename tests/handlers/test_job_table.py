@@ -6,14 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from handlers.jobs import JobTable
-from handlers.jobs_query import (
+from cli.jobs_query import (
     get_job,
     list_jobs_by_calling_ae,
     list_jobs_by_status,
     list_jobs_by_study,
     list_recent_jobs,
 )
+from handlers.jobs import JobTable
 
 
 class Clock:

@@ -7,12 +7,12 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from cli.jobs_query import get_job
 from core.asl import build_definition
 from core.contracts import FUNCTIONS
 from core.layout import manifest_key, new_batch_id
 from core.workflow_settings import WorkflowSettings
 from handlers import failure, trigger
-from handlers.jobs_query import get_job
 from local.moto_lambda import LambdaContext
 
 CONTEXT = LambdaContext(

@@ -1,4 +1,5 @@
-"""Read side of the job table: the questions operators ask (used by ``dicomctl status``).
+"""Read side of the job table: the questions operators ask (``dicomctl status``, ``demo``, the
+workflow benchmark). No Lambda function reads the table this way, so it is not in their package.
 
 Every function takes a DynamoDB *client* and the table name and returns plain dicts (DynamoDB
 types removed). Times are ISO-8601 UTC strings as written by handlers/jobs.py, so string
@@ -19,15 +20,18 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 
 from core.layout import (
+    BY_CALLING_AE,
+    BY_STATUS,
+    BY_STUDY,
     JOB_STATES,
     STUDY_SORT_KEY_PREFIX,
     SUMMARY_SORT_KEY,
+    TABLE_INDEXES,
     TABLE_PARTITION_KEY,
     TABLE_SORT_KEY,
 )
 
 _deserializer = TypeDeserializer()
-BY_STATUS, BY_STUDY, BY_CALLING_AE = "by-status", "by-study", "by-calling-ae"
 
 
 def plain(item: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +59,9 @@ def _query(ddb: Any, limit: int, **kwargs: Any) -> list[dict[str, Any]]:
     return items[:limit]
 
 
-def _time_range(pk_name: str, pk_value: str, sk_name: str, since: str | None, until: str | None):
+def _index_range(index: str, pk_value: str, since: str | None, until: str | None):
+    """Query arguments for ``index``: partition key ``pk_value``, sort key (a time) in [since, until]."""
+    pk_name, sk_name = TABLE_INDEXES[index]
     names = {"#pk": pk_name, "#sk": sk_name}
     values: dict[str, Any] = {":pk": {"S": pk_value}}
     condition = "#pk = :pk"
@@ -71,6 +77,7 @@ def _time_range(pk_name: str, pk_value: str, sk_name: str, since: str | None, un
     else:
         names.pop("#sk")
     return {
+        "IndexName": index,
         "KeyConditionExpression": condition,
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
@@ -87,9 +94,8 @@ def list_jobs_by_status(
         ddb,
         limit,
         TableName=table,
-        IndexName=BY_STATUS,
         ScanIndexForward=False,
-        **_time_range("currentStatus", status, "updatedAt", since, until),
+        **_index_range(BY_STATUS, status, since, until),
     )
 
 
@@ -118,9 +124,8 @@ def list_jobs_by_calling_ae(
         ddb,
         limit,
         TableName=table,
-        IndexName=BY_CALLING_AE,
         ScanIndexForward=False,
-        **_time_range("callingAeTitle", ae_title, "createdAt", since, until),
+        **_index_range(BY_CALLING_AE, ae_title, since, until),
     )
 
 
@@ -130,9 +135,8 @@ def list_jobs_by_study(ddb: Any, table: str, study_uid: str, limit: int = 50) ->
         ddb,
         limit,
         TableName=table,
-        IndexName=BY_STUDY,
         ScanIndexForward=False,
-        **_time_range("studyInstanceUid", study_uid, "createdAt", None, None),
+        **_index_range(BY_STUDY, study_uid, None, None),
     )
     job_ids = list(dict.fromkeys(r[TABLE_PARTITION_KEY] for r in refs))
     summaries = _batch_get_summaries(ddb, table, job_ids)
