@@ -10,6 +10,8 @@ threads, no polling, no copies of the image per PDU.
 pynetdicom still does everything outside that loop: the A-ASSOCIATE-RQ is built from its
 primitives and PDU classes, the AC/RJ/ABORT decoded with them, the accepted contexts matched with
 ``negotiate_as_requestor``, command templates encoded and responses decoded with ``dsutils``.
+Command elements, UID padding and PDV parsing are the wire helpers the SCP uses too
+(core/dicom_wire.py).
 """
 
 from __future__ import annotations
@@ -44,19 +46,29 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_requestor
 
-VERIFICATION = "1.2.840.10008.1.1"
+from core.dicom_support import VERIFICATION_SOP_CLASS as VERIFICATION
+from core.dicom_wire import (
+    C_ECHO_RQ,
+    C_ECHO_RSP,
+    C_STORE_RQ,
+    C_STORE_RSP,
+    ELEMENT_HEADER,
+    NO_DATASET,
+    P_DATA_TF,
+    PDU_HEADER,
+    PDU_TYPES,
+    command_set,
+    element,
+    pad_uid,
+    pdv_items,
+)
+
 MAX_RECEIVED_PDU = 64 * 1024  # what we announce: responses are a few hundred bytes
 CHUNK = 4 * 1024 * 1024  # dataset bytes read and sent per sendmsg (bounds memory for huge files)
-C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
-NO_DATASET = 0x0101
 
-_A_ASSOCIATE_AC, _A_ASSOCIATE_RJ, _P_DATA_TF = 0x02, 0x03, 0x04
+_A_ASSOCIATE_AC, _A_ASSOCIATE_RJ = 0x02, 0x03
 _A_RELEASE_RQ, _A_RELEASE_RP, _A_ABORT = 0x05, 0x06, 0x07
-_PDU_HEADER = struct.Struct(">BxI")  # type, reserved, length
 _PDATA_HEADER = struct.Struct(">BxIIBB")  # P-DATA-TF header + one PDV item header
-_PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context id, message control header
-_UI_HEADER = struct.Struct("<HHI")  # implicit VR little endian element: group, element, length
-_UL_ELEMENT = struct.Struct("<HHII")
 
 
 @dataclass(frozen=True)
@@ -121,16 +133,14 @@ class _CommandTemplate:
             command.Priority = 0  # medium
         command.CommandDataSetType = dataset_type
         self.body = encode(command, True, True)  # everything after (0000,0000), before (0000,1000)
-        self.message_id_at = self.body.index(_UI_HEADER.pack(0x0000, 0x0110, 2)) + _UI_HEADER.size
+        self.message_id_at = self.body.index(ELEMENT_HEADER.pack(0x0000, 0x0110, 2)) + ELEMENT_HEADER.size
 
     def encode(self, message_id: int, sop_instance_uid: str | None = None) -> bytes:
         body = bytearray(self.body)
         struct.pack_into("<H", body, self.message_id_at, message_id)
         if sop_instance_uid is not None:
-            uid = sop_instance_uid.encode("ascii")
-            uid += b"\0" * (len(uid) % 2)
-            body += _UI_HEADER.pack(0x0000, 0x1000, len(uid)) + uid
-        return _UL_ELEMENT.pack(0x0000, 0x0000, 4, len(body)) + body
+            body += element(0x1000, pad_uid(sop_instance_uid))
+        return command_set(body)
 
 
 @functools.lru_cache(maxsize=256)
@@ -152,7 +162,7 @@ def pdata_pdus(context_id: int, data: memoryview, command: bool, max_fragment: i
         end = min(total, start + max_fragment)
         final = last and end == total
         size = end - start
-        parts.append(_PDATA_HEADER.pack(_P_DATA_TF, size + 6, size + 2, context_id, kind | (0x02 * final)))
+        parts.append(_PDATA_HEADER.pack(P_DATA_TF, size + 6, size + 2, context_id, kind | (0x02 * final)))
         parts.append(data[start:end])
         if end == total:
             return parts
@@ -389,7 +399,7 @@ class Association:
         rsp: Dataset | None = None
         while True:
             pdu_type, pdu = self._read(self._peer.dimse_timeout, "response")
-            if pdu_type != _P_DATA_TF:
+            if pdu_type != P_DATA_TF:
                 self._association_ended(pdu_type, pdu)
             try:
                 for is_command, last, fragment in _pdvs(pdu):
@@ -460,20 +470,18 @@ def _decode_response(command: bytearray, command_field: int, message_id: int) ->
 
 def _pdvs(pdu: bytes):
     """(is command, is last fragment, fragment) for each PDV item of a P-DATA-TF PDU."""
-    offset = _PDU_HEADER.size
-    while offset < len(pdu):
-        length, _, flags = _PDV_HEADER.unpack_from(pdu, offset)
-        if length < 2 or offset + 4 + length > len(pdu):
-            raise AssociationLost("protocol error: malformed presentation data value")
-        yield bool(flags & 0x01), bool(flags & 0x02), pdu[offset + 6 : offset + 4 + length]
-        offset += 4 + length
+    try:
+        for _, value in pdv_items(memoryview(pdu)[PDU_HEADER.size :]):
+            yield bool(value[0] & 0x01), bool(value[0] & 0x02), value[1:]
+    except ValueError:
+        raise AssociationLost("protocol error: malformed presentation data value") from None
 
 
 def _read_pdu(sock: socket.socket, received: bytearray, buffer: bytearray) -> tuple[int, bytes]:
     """The next whole PDU (header included) from ``sock``; ``received`` keeps what follows it."""
-    header = _take(sock, received, buffer, _PDU_HEADER.size)
-    pdu_type, length = _PDU_HEADER.unpack(header)
-    if not 0x01 <= pdu_type <= 0x07 or length > MAX_RECEIVED_PDU:
+    header = _take(sock, received, buffer, PDU_HEADER.size)
+    pdu_type, length = PDU_HEADER.unpack(header)
+    if pdu_type not in PDU_TYPES or length > MAX_RECEIVED_PDU:
         raise AssociationLost(f"protocol error: PDU type 0x{pdu_type:02X}, {length} bytes")
     return pdu_type, header + _take(sock, received, buffer, length)
 

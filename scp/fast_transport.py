@@ -48,6 +48,17 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
+from core.dicom_wire import (
+    C_STORE_RSP,
+    NO_DATASET,
+    P_DATA_TF,
+    PDU_HEADER,
+    PDU_TYPES,
+    command_set,
+    element,
+    pad_uid,
+    pdv_items,
+)
 from scp.spool import SpoolWriter
 
 log = logging.getLogger("scp.fast_transport")
@@ -56,8 +67,6 @@ SUPPORTED_VERSION = "3.0.4"
 STOCK_ENV = "DICOM_SCP_STOCK_RECEIVE"
 TIMER_TICK = 0.05  # longest wait without an event: ARTIM and idle timers are checked this often
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
-_P_DATA_TF = 0x04
-_PDU_TYPES = frozenset(range(0x01, 0x08))  # A-ASSOCIATE-RQ ... A-ABORT (PS3.8 9.3.1)
 _LONGEST_OTHER_PDU = 1024 * 1024  # association and release PDUs are a few KB
 _LONGEST_UNLIMITED_PDU = 256 * 1024 * 1024  # SCP_MAX_PDU=0 (unlimited) still has a ceiling
 
@@ -188,8 +197,8 @@ class EventDrivenDUL(DULServiceProvider):
             header = wrapper.recv(6)
             if len(header) < 6:
                 raise ConnectionError("closed before a PDU header")
-            pdu_type, _, length = struct.unpack(">BBL", header)
-            if pdu_type not in _PDU_TYPES or length > self._longest_pdu(pdu_type):
+            pdu_type, length = PDU_HEADER.unpack(header)
+            if pdu_type not in PDU_TYPES or length > self._longest_pdu(pdu_type):
                 # Also what keeps a peer from making us allocate whatever length it claims.
                 log.error(
                     "invalid PDU header received", extra={"fields": {"pduType": pdu_type, "length": length}}
@@ -203,7 +212,7 @@ class EventDrivenDUL(DULServiceProvider):
             self.event_queue.put("Evt17")
             return
         try:
-            if pdu_type == _P_DATA_TF:
+            if pdu_type == P_DATA_TF:
                 pdu: Any = ReceivedPData(body)
                 event = "Evt10"
             else:
@@ -217,7 +226,7 @@ class EventDrivenDUL(DULServiceProvider):
 
     def _longest_pdu(self, pdu_type: int) -> int:
         """P-DATA-TF: our maximum PDU length (PS3.8 D.1), unless unlimited; others: a fixed bound."""
-        if pdu_type != _P_DATA_TF:
+        if pdu_type != P_DATA_TF:
             return _LONGEST_OTHER_PDU
         return int(self.assoc.acceptor.maximum_length or _LONGEST_UNLIMITED_PDU)
 
@@ -263,19 +272,7 @@ class ReceivedPData:
     """
 
     def __init__(self, body: bytearray):
-        view = memoryview(body)
-        self.values: list[tuple[int, memoryview]] = []
-        offset = 0
-        while offset < len(view):
-            if offset + 6 > len(view):
-                raise ValueError("a PDV item header runs past the PDU")
-            (item_length,) = struct.unpack_from(">L", view, offset)
-            if item_length < 2 or offset + 4 + item_length > len(view):
-                raise ValueError("a PDV item runs past the PDU")
-            context_id = view[offset + 4]
-            # The value starts with the message control header, as in pynetdicom's items.
-            self.values.append((context_id, view[offset + 5 : offset + 4 + item_length]))
-            offset += 4 + item_length
+        self.values: list[tuple[int, memoryview]] = list(pdv_items(body))
         if not self.values:
             raise ValueError("a P-DATA-TF PDU without PDV items")
 
@@ -433,26 +430,16 @@ def _is_plain_store_response(primitive: Any) -> bool:
     )
 
 
-def _element(element: int, value: bytes) -> bytes:
-    """One command element, Implicit VR Little Endian (PS3.7 6.3.1), group 0000."""
-    return struct.pack("<HHL", 0x0000, element, len(value)) + value
-
-
-def _uid(value: Any) -> bytes:
-    data = str(value).encode("ascii")
-    return data + b"\0" if len(data) % 2 else data
-
-
 def store_response_command(primitive: Any) -> bytes:
     """The C-STORE-RSP command set (PS3.7 9.3.1.2) for a status-only response."""
     body = b"".join(
         (
-            _element(0x0002, _uid(primitive.AffectedSOPClassUID)),
-            _element(0x0100, struct.pack("<H", 0x8001)),  # CommandField: C-STORE-RSP
-            _element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-            _element(0x0800, struct.pack("<H", 0x0101)),  # CommandDataSetType: no dataset
-            _element(0x0900, struct.pack("<H", primitive.Status)),
-            _element(0x1000, _uid(primitive.AffectedSOPInstanceUID)),
+            element(0x0002, pad_uid(primitive.AffectedSOPClassUID)),
+            element(0x0100, struct.pack("<H", C_STORE_RSP)),  # CommandField
+            element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
+            element(0x0800, struct.pack("<H", NO_DATASET)),  # CommandDataSetType
+            element(0x0900, struct.pack("<H", primitive.Status)),
+            element(0x1000, pad_uid(primitive.AffectedSOPInstanceUID)),
         )
     )
-    return _element(0x0000, struct.pack("<L", len(body))) + body
+    return command_set(body)
