@@ -48,17 +48,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
-from core.dicom_wire import (
-    C_STORE_RSP,
-    NO_DATASET,
-    P_DATA_TF,
-    PDU_HEADER,
-    PDU_TYPES,
-    command_set,
-    element,
-    pad_uid,
-    pdv_items,
-)
+from core import dicom_wire
 from scp.spool import SpoolWriter
 
 log = logging.getLogger("scp.fast_transport")
@@ -197,8 +187,8 @@ class EventDrivenDUL(DULServiceProvider):
             header = wrapper.recv(6)
             if len(header) < 6:
                 raise ConnectionError("closed before a PDU header")
-            pdu_type, length = PDU_HEADER.unpack(header)
-            if pdu_type not in PDU_TYPES or length > self._longest_pdu(pdu_type):
+            pdu_type, length = dicom_wire.PDU_HEADER.unpack(header)
+            if pdu_type not in dicom_wire.PDU_TYPES or length > self._longest_pdu(pdu_type):
                 # Also what keeps a peer from making us allocate whatever length it claims.
                 log.error(
                     "invalid PDU header received", extra={"fields": {"pduType": pdu_type, "length": length}}
@@ -212,7 +202,7 @@ class EventDrivenDUL(DULServiceProvider):
             self.event_queue.put("Evt17")
             return
         try:
-            if pdu_type == P_DATA_TF:
+            if pdu_type == dicom_wire.P_DATA_TF:
                 pdu: Any = ReceivedPData(body)
                 event = "Evt10"
             else:
@@ -226,7 +216,7 @@ class EventDrivenDUL(DULServiceProvider):
 
     def _longest_pdu(self, pdu_type: int) -> int:
         """P-DATA-TF: our maximum PDU length (PS3.8 D.1), unless unlimited; others: a fixed bound."""
-        if pdu_type != P_DATA_TF:
+        if pdu_type != dicom_wire.P_DATA_TF:
             return _LONGEST_OTHER_PDU
         return int(self.assoc.acceptor.maximum_length or _LONGEST_UNLIMITED_PDU)
 
@@ -272,7 +262,7 @@ class ReceivedPData:
     """
 
     def __init__(self, body: bytearray):
-        self.values: list[tuple[int, memoryview]] = list(pdv_items(body))
+        self.values: list[tuple[int, memoryview]] = list(dicom_wire.pdv_items(body))
         if not self.values:
             raise ValueError("a P-DATA-TF PDU without PDV items")
 
@@ -434,12 +424,12 @@ def store_response_command(primitive: Any) -> bytes:
     """The C-STORE-RSP command set (PS3.7 9.3.1.2) for a status-only response."""
     body = b"".join(
         (
-            element(0x0002, pad_uid(primitive.AffectedSOPClassUID)),
-            element(0x0100, struct.pack("<H", C_STORE_RSP)),  # CommandField
-            element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
-            element(0x0800, struct.pack("<H", NO_DATASET)),  # CommandDataSetType
-            element(0x0900, struct.pack("<H", primitive.Status)),
-            element(0x1000, pad_uid(primitive.AffectedSOPInstanceUID)),
+            dicom_wire.element(0x0002, dicom_wire.pad_uid(primitive.AffectedSOPClassUID)),
+            dicom_wire.element(0x0100, struct.pack("<H", dicom_wire.C_STORE_RSP)),  # CommandField
+            dicom_wire.element(0x0120, struct.pack("<H", primitive.MessageIDBeingRespondedTo)),
+            dicom_wire.element(0x0800, struct.pack("<H", dicom_wire.NO_DATASET)),  # CommandDataSetType
+            dicom_wire.element(0x0900, struct.pack("<H", primitive.Status)),
+            dicom_wire.element(0x1000, dicom_wire.pad_uid(primitive.AffectedSOPInstanceUID)),
         )
     )
-    return command_set(body)
+    return dicom_wire.command_set(body)
