@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.imports import imported_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _imported(package: str) -> set[str]:
-    """Every module named by an import statement anywhere in ``package`` (lazy imports too)."""
-    names = set()
-    for path in (ROOT / package).rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module)
-    return names
+    """Every module an import statement anywhere in ``package`` names (lazy imports too)."""
+    return {name for path in (ROOT / package).rglob("*.py") for name in imported_modules(path)}
 
 
 def test_the_contracts_import_neither_pulumi_nor_boto3():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
+from tests.imports import imported_modules
 from tests.scp.harness import REPO
 
 DOCKERFILE = (REPO / "scp" / "Dockerfile").read_text()
@@ -43,16 +43,6 @@ def _installed() -> dict[str, str]:
     return dict(re.findall(r"([A-Za-z0-9_.-]+)==([0-9][^\s&]*)", line))
 
 
-def _imports(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
 def test_the_contracts_and_the_scp_are_copied_whole():
     assert _copied() == {REPO / "core", REPO / "scp"}
 
@@ -79,7 +69,7 @@ def test_third_party_imports_are_installed_with_the_pyproject_pins():
     third_party = {
         name.split(".")[0]
         for f in files
-        for name in _imports(f)
+        for name in imported_modules(f)
         if name.split(".")[0] not in stdlib | {"scp", "core"}
     }
     assert third_party <= set(DISTRIBUTIONS), third_party
