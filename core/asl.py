@@ -13,8 +13,9 @@ Shape::
         otherwise -> WaitForImport
     any Task error (after its retries) -> <State>Caught (Pass, names the state) -> RecordFailure -> Failed
 
-The execution input (written by the trigger) is ``{"batchId", "bucket", "manifestKey", "pollSeconds"}``;
-``pollSeconds`` drives the Wait (``SecondsPath``), so tests and the local stack can poll fast.
+The execution input (``contracts.execution_input``) is ``{"batchId", "bucket", "manifestKey",
+"pollSeconds"}``; ``pollSeconds`` drives the Wait (``SecondsPath``), so tests and the local stack
+can poll fast.
 Every Task also gets the execution name: the original execution is named after the batch, a
 redrive from the DLQ (``dicomctl dlq redrive``) gets a new name, which becomes its import
 clientToken and its attempt in the job table, so a redrive really imports again.
