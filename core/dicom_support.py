@@ -113,3 +113,13 @@ def accepted_sop_classes(configured: Iterable[str] = ()) -> tuple[str, ...]:
     """The SOP classes the SCP negotiates: the configured list, or every storage SOP class."""
     configured = tuple(dict.fromkeys(uid.strip() for uid in configured if uid.strip()))
     return configured or DEFAULT_STORAGE_SOP_CLASSES
+
+
+# HealthImaging's quotas per import job (AWS General Reference, "AWS HealthImaging endpoints and
+# quotas", as collected in the project's AHI facts): 5,000 files (adjustable) and 10 GB in total
+# (fixed, decimal: 10 * 10**9 bytes, not 10 GiB), with at most 10,000 nested folders (fixed). One SCP
+# batch is one import job, so the batch rollover limits (core/scp_settings.py) stay under
+# these. A batch of N instances holds at most 2N folders (a study and a series each), so the file
+# limit also keeps the folder quota.
+AHI_MAX_FILES_PER_IMPORT_JOB = 5_000
+AHI_MAX_BYTES_PER_IMPORT_JOB = 10 * 10**9

@@ -10,6 +10,7 @@ from urllib.parse import urlparse
 from pydantic import Field, field_validator, model_validator
 
 from core.config_base import Settings
+from core.dicom_support import AHI_MAX_BYTES_PER_IMPORT_JOB, AHI_MAX_FILES_PER_IMPORT_JOB
 from core.validators import cidr
 
 ENV_PREFIX = "scp"
@@ -69,8 +70,10 @@ class ScpSettings(Settings):
         ge=0,
         description="Maximum PDU length we receive; bounds memory per association (0 = unlimited)",
     )
-    batch_max_files: int = Field(5000, ge=1, le=100000, description="Roll a batch over at this many files")
-    batch_max_bytes: int = Field(10 * 1024**3, ge=1, description="Roll a batch over at this many bytes")
+    batch_max_files: int = Field(4500, ge=1, description="Roll a batch over at this many files (at most 5000)")
+    batch_max_bytes: int = Field(
+        9 * 10**9, ge=1, description="Roll a batch over at this many bytes (at most 10000000000 = 10 GB)"
+    )
     batch_max_age_seconds: float = Field(300.0, gt=0, description="Roll a batch over at this age")
     store_retries: int = Field(3, ge=0, le=20, description="Retries of a failed storage write")
     store_retry_delay: float = Field(0.2, ge=0, description="First retry delay in seconds (doubles)")
@@ -126,3 +129,18 @@ class ScpSettings(Settings):
     @classmethod
     def from_environ(cls, environ) -> ScpSettings:
         return cls.from_env(environ, ENV_PREFIX, strict=True)
+
+    @field_validator("batch_max_files", "batch_max_bytes")
+    @classmethod
+    def _import_job_quota(cls, v: int, info) -> int:
+        """One batch is one HealthImaging import job: its limits stay within the job's quotas."""
+        quota, unit = {
+            "batch_max_files": (AHI_MAX_FILES_PER_IMPORT_JOB, "files"),
+            "batch_max_bytes": (AHI_MAX_BYTES_PER_IMPORT_JOB, "bytes (10 GB, not 10 GiB)"),
+        }[info.field_name]
+        if v > quota:
+            raise ValueError(
+                f"a batch is one HealthImaging import job, which takes at most {quota} {unit}; "
+                f"use {quota} or less"
+            )
+        return v

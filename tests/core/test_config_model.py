@@ -66,3 +66,28 @@ def test_scp_allow_list_takes_addresses_and_blocks_as_written():
         ScpSettings.from_environ({"SCP_ALLOWED_CIDRS": "10.0.0.300"})
     (problem,) = info.value.problems
     assert problem.startswith("SCP_ALLOWED_CIDRS:") and "is not an IP address or CIDR block" in problem
+
+
+def test_batch_defaults_stay_under_healthimagings_import_job_quotas_with_a_margin():
+    from core.dicom_support import AHI_MAX_BYTES_PER_IMPORT_JOB, AHI_MAX_FILES_PER_IMPORT_JOB
+
+    assert AHI_MAX_BYTES_PER_IMPORT_JOB == 10 * 10**9 < 10 * 1024**3  # 10 GB, not 10 GiB
+    settings = ScpSettings()
+    assert settings.batch_max_files <= 0.9 * AHI_MAX_FILES_PER_IMPORT_JOB
+    assert settings.batch_max_bytes <= 0.9 * AHI_MAX_BYTES_PER_IMPORT_JOB
+    at_quota = ScpSettings.from_environ({"SCP_BATCH_MAX_FILES": "5000", "SCP_BATCH_MAX_BYTES": str(10 * 10**9)})
+    assert (at_quota.batch_max_files, at_quota.batch_max_bytes) == (5000, 10 * 10**9)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("scpBatchMaxFiles", "5001", "at most 5000 files; use 5000 or less"),
+        ("scpBatchMaxBytes", str(10 * 1024**3), "at most 10000000000 bytes (10 GB, not 10 GiB)"),
+    ],
+)
+def test_batch_limits_above_an_import_jobs_quota_are_refused(key, value, fragment):
+    with pytest.raises(ConfigError) as info:
+        from_flat({key: value}, stack="dev")
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{key}:") and fragment in problem
