@@ -116,10 +116,10 @@ class LoadBalancer(pulumi.ComponentResource):
                 },
                 opts=child,
             )
-            tls_args = (
+            protocol_args = (
                 {"certificate_arn": settings.certificate_arn, "ssl_policy": settings.tls_policy}
                 if listener.protocol == "TLS"
-                else {}
+                else {"tcp_idle_timeout_seconds": settings.tcp_idle_timeout_seconds}
             )
             self.target_groups[listener.key] = group
             self.listeners[listener.key] = aws.lb.Listener(
@@ -129,7 +129,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 protocol=listener.protocol,
                 default_actions=[{"type": "forward", "target_group_arn": group.arn}],
                 opts=pulumi.ResourceOptions(parent=self.nlb),
-                **tls_args,
+                **protocol_args,
             )
 
         self.register_outputs({"dnsName": self.nlb.dns_name, "arn": self.nlb.arn})

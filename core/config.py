@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from core.config_base import ConfigError, Settings, camel_name
 from core.scp_settings import ScpSettings
 from core.stack_settings import (
+    NLB_IDLE_TIMEOUT_SECONDS,
     FunctionsSettings,
     HealthImagingSettings,
     JobTableSettings,
@@ -61,6 +62,8 @@ NLB_KEYS: dict[str, str] = {
     "scpTlsPort": "also the NLB's TLS listener port, and its target port with passthrough",
     "scpHealthPort": "also the health-check port of the NLB target groups",
     "scpDrainSeconds": "also the lower bound of the NLB deregistration delay and the ECS stop timeout",
+    "scpKeepaliveIdleSeconds": "must stay below the NLB's idle timeout (loadBalancerTcpIdleTimeoutSeconds, 350 s "
+    "on a TLS listener)",
 }
 
 
@@ -127,7 +130,23 @@ def cross_group_problems(config: StackConfig) -> list[str]:
         )
     if lb.public and network.existing and not network.public_subnet_ids:
         problems.append("loadBalancerPublic: a public NLB in an existing VPC needs networkPublicSubnetIds")
+    nlb_idle = nlb_idle_timeout(lb)
+    if scp.keepalive_idle_seconds >= nlb_idle:
+        problems.append(
+            f"scpKeepaliveIdleSeconds: {scp.keepalive_idle_seconds} s is not below the NLB's idle timeout "
+            f"({nlb_idle} s), so the NLB would drop an idle association first; lower it, or raise "
+            "loadBalancerTcpIdleTimeoutSeconds (TCP listeners only)"
+        )
     return problems
+
+
+def nlb_idle_timeout(lb: LoadBalancerSettings) -> int:
+    """The shortest idle timeout of the NLB's listeners: TCP listeners' is configurable, TLS's fixed."""
+    tcp = lb.plain_listener or lb.tls_mode == "passthrough"
+    timeouts = ([lb.tcp_idle_timeout_seconds] if tcp else []) + (
+        [NLB_IDLE_TIMEOUT_SECONDS] if lb.tls_mode == "terminate" else []
+    )
+    return min(timeouts)
 
 
 def flat_keys() -> dict[str, tuple[str, str]]:

@@ -144,3 +144,15 @@ class ScpSettings(Settings):
                 f"use {quota} or less"
             )
         return v
+
+    # TCP keep-alive of accepted DICOM connections (scp/keepalive.py). The idle time stays below the
+    # NLB's TCP idle timeout (350 s by default), which the stack config checks.
+    keepalive_idle_seconds: int = Field(
+        120, ge=1, le=7200, description="TCP keep-alive: idle seconds before the first probe (below the NLB's 350 s)"
+    )
+    keepalive_interval_seconds: int = Field(
+        30, ge=1, le=600, description="TCP keep-alive: seconds between unanswered probes"
+    )
+    keepalive_count: int = Field(
+        4, ge=1, le=30, description="TCP keep-alive: unanswered probes before the connection is dropped"
+    )

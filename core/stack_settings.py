@@ -25,6 +25,10 @@ FARGATE_MEMORY_BY_CPU: dict[int, tuple[int, ...]] = {
     4096: (8192,),
 }
 
+# An NLB forgets a TCP flow without packets after this long: the default of its TCP listeners
+# (adjustable, 60-6000 s) and the fixed value of its TLS listeners.
+NLB_IDLE_TIMEOUT_SECONDS = 350
+
 _ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
@@ -264,6 +268,12 @@ class LoadBalancerSettings(Settings):
         60, ge=0, le=3600, description="Target deregistration delay (>= scpDrainSeconds)"
     )
     cross_zone: bool = Field(True, description="Cross-zone load balancing")
+    tcp_idle_timeout_seconds: int = Field(
+        NLB_IDLE_TIMEOUT_SECONDS,
+        ge=60,
+        le=6000,
+        description="Idle timeout of the NLB's TCP listeners in seconds (a TLS listener's is fixed at 350)",
+    )
 
     @field_validator("allowed_cidrs")
     @classmethod

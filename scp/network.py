@@ -26,6 +26,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 from scp.access import AccessPolicy, association_limit, peer_limit
 from scp.admission import Admission, hand_over
 from scp.fast_transport import SpoolingDIMSE, accelerate
+from scp.keepalive import KeepAlive, enable_keepalive
 from scp.metrics import Metrics
 from scp.sessions import Sessions
 from scp.upper_layer import guard
@@ -47,6 +48,7 @@ class SharedContexts(list):
 
 class GatewayServer(ThreadedAssociationServer):
     daemon_threads = True  # StoreScp.stop drains and aborts associations itself
+    keepalive: KeepAlive | None = None  # TCP keep-alive of accepted sockets, set by StoreScp._listen
 
     def __init__(
         self, *args: Any, sessions: Sessions, admission: Admission, reuse_port: bool = False, **kwargs: Any
@@ -82,6 +84,7 @@ class GatewayRequestHandler(RequestHandler):
                 return
             try:
                 self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                enable_keepalive(self.request, self.server.keepalive)
             except OSError:  # the peer already went away
                 return
             assoc = self._create_association()

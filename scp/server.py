@@ -32,6 +32,7 @@ from scp.access import AccessPolicy
 from scp.admission import Admission
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
 from scp.health import CachedCheck, HealthServer
+from scp.keepalive import KeepAlive
 from scp.metrics import EMF_INTERVAL_SECONDS, Metrics
 from scp.network import GatewayRequestHandler, GatewayServer, SharedContexts, on_requested
 from scp.sessions import Sessions
@@ -240,6 +241,7 @@ class StoreScp:
             admission=self.admission,
             reuse_port=reuse_port,
         )
+        server.keepalive = KeepAlive.from_settings(self.settings)
         ae._servers.append(server)  # pynetdicom's server.shutdown() removes it from there
         name = "scp-accept-tls" if ssl_context else "scp-accept"
         threading.Thread(target=server.serve_forever, name=name, daemon=True).start()

@@ -483,6 +483,16 @@ def test_listeners_per_stack(dev, prod, existing, prod_config):
     assert {p: lis["protocol"] for p, lis in _listeners(existing).items()} == {11112: "TCP", 2762: "TCP"}
 
 
+def test_tcp_listeners_state_the_idle_timeout_the_keepalive_stays_under(graph, request):
+    config = request.getfixturevalue(f"{request.node.callspec.params['graph']}_config")
+    for listener in _listeners(graph).values():
+        if listener["protocol"] == "TCP":
+            assert listener["tcpIdleTimeoutSeconds"] == config.loadBalancer.tcp_idle_timeout_seconds == 350
+        else:  # TLS listeners have a fixed 350 s; AWS refuses the setting there
+            assert "tcpIdleTimeoutSeconds" not in listener
+    assert config.scp.keepalive_idle_seconds < 350
+
+
 def test_target_groups_forward_to_the_scp_and_check_readiness(dev, prod, existing, dev_config, prod_config):
     for graph, forwards in (
         (dev, {11112: 11112}),

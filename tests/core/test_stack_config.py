@@ -150,3 +150,27 @@ def test_malformed_optional_id_is_named_with_an_example(key, value, fragment):
 def test_load_balancer_cidrs_are_normalised_blocks():
     config = from_flat({"loadBalancerAllowedCidrs": "10.1.0.0/16, 192.168.7.0/24"}, stack="dev")
     assert config.loadBalancer.allowed_cidrs == ["10.1.0.0/16", "192.168.7.0/24"]
+
+
+def test_keepalive_idle_must_stay_below_the_nlbs_idle_timeout():
+    (problem,) = problems_of({"scpKeepaliveIdleSeconds": "350"})
+    assert problem.startswith("scpKeepaliveIdleSeconds:") and "idle timeout (350 s)" in problem
+    (problem,) = problems_of({"loadBalancerTcpIdleTimeoutSeconds": "100"})
+    assert problem.startswith("scpKeepaliveIdleSeconds:") and "(100 s)" in problem
+    raised = from_flat({"scpKeepaliveIdleSeconds": "600", "loadBalancerTcpIdleTimeoutSeconds": "900"}, stack="x")
+    assert raised.scp.keepalive_idle_seconds == 600
+    # A TLS listener terminated on the NLB keeps its fixed 350 s, whatever the TCP listeners say.
+    terminate = {
+        "loadBalancerTlsMode": "terminate",
+        "loadBalancerCertificateArn": "arn:aws:acm:eu-central-1:123456789012:certificate/abc",
+        "loadBalancerTcpIdleTimeoutSeconds": "900",
+        "scpKeepaliveIdleSeconds": "600",
+    }
+    (problem,) = problems_of(terminate)
+    assert problem.startswith("scpKeepaliveIdleSeconds:") and "(350 s)" in problem
+
+
+@pytest.mark.parametrize("value", ["59", "6001"])
+def test_nlb_idle_timeout_outside_what_aws_accepts_is_refused(value):
+    (problem,) = problems_of({"loadBalancerTcpIdleTimeoutSeconds": value})
+    assert problem.startswith("loadBalancerTcpIdleTimeoutSeconds:")
