@@ -16,8 +16,11 @@ from core.layout import STACK_OUTPUTS
 
 app = typer.Typer(help="Show and validate the resolved stack configuration.", no_args_is_help=True)
 
-SECRET_NAME = re.compile(r"secret|password|passphrase|token|credential|private", re.IGNORECASE)
-OPTIONAL_OUTPUTS = {"tlsPort", "dashboardUrl"}  # absent when TLS / the dashboard is off, or locally
+# Names of values that are secrets. "private" only as in a private key: private subnets and private
+# IPs are addresses. A name ending in Arn names a secret (in Secrets Manager), it is not one.
+SECRET_NAME = re.compile(r"secret|password|passphrase|token|credential|private_?key|pem", re.IGNORECASE)
+# Absent when TLS / the dashboard / fixed NLB addresses are off, or locally.
+OPTIONAL_OUTPUTS = {"tlsPort", "dashboardUrl", "endpointIps"}
 MASK = "********"
 
 
@@ -25,9 +28,14 @@ def masked(name: str, value: Any) -> Any:
     """Secrets never reach the terminal: by name, and Pulumi ``secure:`` values whatever their name."""
     if isinstance(value, dict) and "secure" in value:
         return MASK
-    if SECRET_NAME.search(name) and value not in (None, "", []):
+    if SECRET_NAME.search(name) and not name.endswith("Arn") and value not in (None, "", []):
         return MASK
     return value
+
+
+def shown(value: Any) -> str:
+    """A value as the human table prints it: lists (subnets, fixed addresses) comma-separated."""
+    return ", ".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def resolved(app: AppContext) -> dict[str, dict[str, Any]]:
@@ -70,7 +78,7 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
         table.add_column(column, overflow="fold")
     for key, entry in values.items():
         style = "bold" if entry["source"] == "stack" else "dim"
-        table.add_row(key, f"[{style}]{entry['value']}[/]", entry["source"])
+        table.add_row(key, f"[{style}]{shown(entry['value'])}[/]", entry["source"])
     app_ctx.console.print(table)
     if outputs is None:
         app_ctx.console.print(f"Stack outputs unavailable: {reason}")
@@ -79,7 +87,7 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     out.add_column("Output")
     out.add_column("Value", overflow="fold")
     for key, value in outputs.items():
-        out.add_row(key, str(value))
+        out.add_row(key, shown(value))
     app_ctx.console.print(out)
 
 

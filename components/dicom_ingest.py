@@ -163,6 +163,8 @@ class DicomIngest(pulumi.ComponentResource):
             outputs["dicomPort"] = scp.port
         if lb.tls:
             outputs["tlsPort"] = scp.tls_port
+        if self.load_balancer.fixed_ips is not None:
+            outputs["endpointIps"] = self.load_balancer.fixed_ips
         unknown = set(outputs) - set(STACK_OUTPUTS)
         if unknown:
             raise ValueError(f"outputs not declared in layout.STACK_OUTPUTS: {sorted(unknown)}")

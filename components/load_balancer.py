@@ -5,11 +5,15 @@ terminated on the NLB with an ACM certificate (forwarded to the SCP's plain port
 as TCP to the SCP's own TLS port. IP target groups health-check the SCP's HTTP ``/readyz`` (false
 while a task drains), and keep client IPs so the SCP's peer checks and audit see the modality.
 The NLB's security group admits only the configured client CIDRs (default: the VPC's CIDR).
+Fixed addresses (for hospital firewalls and VPN policies that allow-list IPs): one private IP per
+subnet for an internal NLB, or one Elastic IP allocation per subnet for a public one, as subnet
+mappings; ``fixed_ips`` are the addresses clients see (the stack output ``endpointIps``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -85,7 +89,7 @@ class LoadBalancer(pulumi.ComponentResource):
             f"{name}-nlb",
             load_balancer_type="network",
             internal=not settings.public,
-            subnets=args.subnet_ids,
+            **self._placement(settings, args.subnet_ids),
             security_groups=[self.security_group.id],
             enable_cross_zone_load_balancing=settings.cross_zone,
             enforce_security_group_inbound_rules_on_private_link_traffic="on",
@@ -132,4 +136,31 @@ class LoadBalancer(pulumi.ComponentResource):
                 **protocol_args,
             )
 
-        self.register_outputs({"dnsName": self.nlb.dns_name, "arn": self.nlb.arn})
+        self.fixed_ips = self._fixed_ips(settings)
+        self.register_outputs({"dnsName": self.nlb.dns_name, "arn": self.nlb.arn, "fixedIps": self.fixed_ips})
+
+    @staticmethod
+    def _placement(settings: LoadBalancerSettings, subnet_ids: pulumi.Input[list[str]]) -> dict[str, Any]:
+        """The NLB's subnets, or with fixed addresses one subnet mapping per subnet (same order)."""
+        if not settings.fixed_addresses:
+            return {"subnets": subnet_ids}
+        key = "private_ipv4_address" if settings.private_ips else "allocation_id"
+        addresses = settings.fixed_addresses
+        mappings = pulumi.Output.from_input(subnet_ids).apply(
+            lambda ids: [{"subnet_id": s, key: a} for s, a in zip(ids, addresses, strict=True)]
+        )
+        return {"subnet_mappings": mappings}
+
+    def _fixed_ips(self, settings: LoadBalancerSettings) -> pulumi.Output[list[str]] | None:
+        """The addresses clients allow-list: the private IPs, or the public IPs of the Elastic IPs."""
+        if settings.private_ips:
+            return pulumi.Output.from_input(list(settings.private_ips))
+        if settings.eip_allocation_ids:
+            invoke = pulumi.InvokeOutputOptions(parent=self)
+            return pulumi.Output.all(
+                *[
+                    aws.ec2.get_elastic_ip_output(id=a, opts=invoke).public_ip
+                    for a in settings.eip_allocation_ids
+                ]
+            )
+        return None

@@ -11,6 +11,7 @@ so ``pulumi config set scpAeTitle MY-AE`` works without ``--path``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,8 @@ NLB_KEYS: dict[str, str] = {
     "scpTlsPort": "also the NLB's TLS listener port, and its target port with passthrough",
     "scpHealthPort": "also the health-check port of the NLB target groups",
     "scpDrainSeconds": "also the lower bound of the NLB deregistration delay and the ECS stop timeout",
-    "scpKeepaliveIdleSeconds": "must stay below the NLB's idle timeout (loadBalancerTcpIdleTimeoutSeconds, 350 s "
-    "on a TLS listener)",
+    "scpKeepaliveIdleSeconds": "must stay below the NLB's idle timeout "
+    "(loadBalancerTcpIdleTimeoutSeconds, 350 s on a TLS listener)",
 }
 
 
@@ -130,6 +131,7 @@ def cross_group_problems(config: StackConfig) -> list[str]:
         )
     if lb.public and network.existing and not network.public_subnet_ids:
         problems.append("loadBalancerPublic: a public NLB in an existing VPC needs networkPublicSubnetIds")
+    problems += fixed_address_problems(lb, network)
     nlb_idle = nlb_idle_timeout(lb)
     if scp.keepalive_idle_seconds >= nlb_idle:
         problems.append(
@@ -137,6 +139,31 @@ def cross_group_problems(config: StackConfig) -> list[str]:
             f"({nlb_idle} s), so the NLB would drop an idle association first; lower it, or raise "
             "loadBalancerTcpIdleTimeoutSeconds (TCP listeners only)"
         )
+    return problems
+
+
+def fixed_address_problems(lb: LoadBalancerSettings, network: NetworkSettings) -> list[str]:
+    """One fixed NLB address per subnet of the NLB, in the subnets' order (and, in a new VPC, inside it)."""
+    addresses = lb.fixed_addresses
+    if not addresses:
+        return []
+    key = "loadBalancerPrivateIps" if lb.private_ips else "loadBalancerEipAllocationIds"
+    if network.existing:
+        subnets_key = "networkPublicSubnetIds" if lb.public else "networkPrivateSubnetIds"
+        subnets = len(network.public_subnet_ids if lb.public else network.private_subnet_ids)
+    else:
+        subnets_key, subnets = "networkAvailabilityZones", network.availability_zones
+    problems = []
+    if len(addresses) != subnets:
+        problems.append(
+            f"{key}: {len(addresses)} given for {subnets} subnets ({subnets_key}); give exactly one per "
+            "subnet, in the same order"
+        )
+    if lb.private_ips and not network.existing:
+        vpc = ipaddress.ip_network(network.vpc_cidr)
+        outside = [ip for ip in lb.private_ips if ipaddress.ip_address(ip) not in vpc]
+        if outside:
+            problems.append(f"{key}: {outside[0]} is outside the new VPC's networkVpcCidr {network.vpc_cidr}")
     return problems
 
 

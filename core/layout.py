@@ -130,6 +130,7 @@ TERMINAL_STATES = ("COMPLETED", "PARTIAL", "FAILED")
 # --- Stack outputs (exported by __main__.py, written by the local stack, read by dicomctl) --
 STACK_OUTPUTS: dict[str, str] = {
     "endpointHost": "DNS name (or address) modalities connect to",
+    "endpointIps": "fixed IP addresses of the NLB, one per subnet (absent when AWS assigns them)",
     "dicomPort": "plain DICOM port",
     "tlsPort": "DICOM TLS port (absent when TLS is off)",
     "aeTitle": "called AE title of the gateway",

@@ -70,7 +70,9 @@ class ScpSettings(Settings):
         ge=0,
         description="Maximum PDU length we receive; bounds memory per association (0 = unlimited)",
     )
-    batch_max_files: int = Field(4500, ge=1, description="Roll a batch over at this many files (at most 5000)")
+    batch_max_files: int = Field(
+        4500, ge=1, description="Roll a batch over at this many files (at most 5000)"
+    )
     batch_max_bytes: int = Field(
         9 * 10**9, ge=1, description="Roll a batch over at this many bytes (at most 10000000000 = 10 GB)"
     )
@@ -148,7 +150,10 @@ class ScpSettings(Settings):
     # TCP keep-alive of accepted DICOM connections (scp/keepalive.py). The idle time stays below the
     # NLB's TCP idle timeout (350 s by default), which the stack config checks.
     keepalive_idle_seconds: int = Field(
-        120, ge=1, le=7200, description="TCP keep-alive: idle seconds before the first probe (below the NLB's 350 s)"
+        120,
+        ge=1,
+        le=7200,
+        description="TCP keep-alive: idle seconds before the first probe (below the NLB's 350 s)",
     )
     keepalive_interval_seconds: int = Field(
         30, ge=1, le=600, description="TCP keep-alive: seconds between unanswered probes"

@@ -33,6 +33,15 @@ _ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 
+_EIP = "eipalloc-0123456789abcdef0"
+
+
+def _unique(values: list[str]) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{repeated[0]} is listed twice: give one per subnet")
+
+
 def _arn(value: str, service: str) -> str:
     if value and not (_ARN.match(value) and value.split(":")[2] == service):
         raise ValueError(f"{value!r} is not an ARN of the {service} service")
@@ -274,6 +283,16 @@ class LoadBalancerSettings(Settings):
         le=6000,
         description="Idle timeout of the NLB's TCP listeners in seconds (a TLS listener's is fixed at 350)",
     )
+    private_ips: list[str] = Field(
+        default_factory=list,
+        description="Fixed private IPv4 address of an internal NLB in each of its subnets, in subnet order "
+        "(empty = AWS assigns them)",
+    )
+    eip_allocation_ids: list[str] = Field(
+        default_factory=list,
+        description="Elastic IP allocation id (eipalloc-...) of a public NLB in each of its subnets, "
+        "in subnet order (empty = AWS assigns the addresses)",
+    )
 
     @field_validator("allowed_cidrs")
     @classmethod
@@ -301,9 +320,39 @@ class LoadBalancerSettings(Settings):
             raise ValueError("a certificate is used only with tls_mode terminate")
         return _arn(v, "acm")
 
+    @field_validator("private_ips")
+    @classmethod
+    def _private_ips(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        for text in v:
+            try:
+                address = ipaddress.IPv4Address(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IPv4 address like 10.40.0.10") from None
+            if not address.is_private:
+                raise ValueError(f"{text} is not a private address (an internal NLB has private ones)")
+        _unique(v)
+        if v and info.data.get("public"):
+            raise ValueError("a public NLB takes Elastic IPs: set eip_allocation_ids instead")
+        return v
+
+    @field_validator("eip_allocation_ids")
+    @classmethod
+    def _eips(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        for allocation in v:
+            optional_match(allocation, r"eipalloc-[0-9a-f]{8,17}", f"an Elastic IP allocation id like {_EIP}")
+        _unique(v)
+        if v and info.data.get("public") is False:
+            raise ValueError("Elastic IPs need a public NLB (public true); an internal NLB takes private_ips")
+        return v
+
     @property
     def tls(self) -> bool:
         return self.tls_mode != "off"
+
+    @property
+    def fixed_addresses(self) -> list[str]:
+        """The configured per-subnet addresses (private IPs or EIP allocation ids), in subnet order."""
+        return list(self.private_ips or self.eip_allocation_ids)
 
 
 class FunctionsSettings(Settings):

@@ -28,7 +28,9 @@ class KeepAlive:
 
     @classmethod
     def from_settings(cls, settings: ScpSettings) -> KeepAlive:
-        return cls(settings.keepalive_idle_seconds, settings.keepalive_interval_seconds, settings.keepalive_count)
+        return cls(
+            settings.keepalive_idle_seconds, settings.keepalive_interval_seconds, settings.keepalive_count
+        )
 
 
 # Linux names the idle option TCP_KEEPIDLE, macOS TCP_KEEPALIVE; a platform without one keeps its default.

@@ -120,3 +120,24 @@ def test_compressed_synthetic_studies_decode_losslessly(tmp_path, syntax, expect
 def test_unknown_modality_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown modality"):
         write_study(tmp_path, "PET")
+
+
+def test_config_show_lists_the_fixed_addresses_and_does_not_mask_addresses(invoke, project):
+    (project / "Pulumi.fixed.yaml").write_text(
+        "config:\n"
+        "  dicom-ingest:networkVpcId: vpc-0123456789abcdef0\n"
+        "  dicom-ingest:networkPrivateSubnetIds: subnet-0aa11bb2,subnet-0aa11bb3\n"
+        "  dicom-ingest:loadBalancerPrivateIps: 10.20.1.10,10.20.2.10\n"
+    )
+    outputs = project / "outputs.json"
+    outputs.write_text(
+        json.dumps({"endpointHost": "gw.example.org", "endpointIps": ["10.20.1.10", "10.20.2.10"]})
+    )
+    stack = ["--project-dir", project, "--stack", "fixed", "--outputs", outputs]
+    document = json.loads(invoke(*stack, "config", "show", "--json").stdout)
+    assert document["outputs"]["endpointIps"] == ["10.20.1.10", "10.20.2.10"]
+    assert document["config"]["loadBalancerPrivateIps"]["value"] == ["10.20.1.10", "10.20.2.10"]
+    assert document["config"]["networkPrivateSubnetIds"]["value"] == ["subnet-0aa11bb2", "subnet-0aa11bb3"]
+    human = invoke(*stack, "config", "show")
+    assert human.exit_code == 0, human.output
+    assert "endpointIps" in human.stdout and "10.20.1.10, 10.20.2.10" in human.stdout

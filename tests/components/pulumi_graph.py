@@ -137,6 +137,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
         if token == "aws:ec2/getVpc:getVpc":
             return {"id": args.args["id"], "cidrBlock": EXISTING_VPC_CIDR}
+        if token == "aws:ec2/getElasticIp:getElasticIp":  # a documentation address per allocation
+            allocation = args.args["id"]
+            return {"id": allocation, "publicIp": f"198.51.100.{int(allocation[-2:], 16)}"}
         if token == "aws:ec2/getRouteTables:getRouteTables":
             return {"ids": ["rtb-0aaa0000000000001", "rtb-0aaa0000000000002"], "id": "rt"}
         raise AssertionError(f"unexpected invoke {token}")

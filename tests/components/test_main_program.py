@@ -24,7 +24,7 @@ def run_main(stack: str, values: dict[str, str]):
 
 def test_main_exports_the_cli_outputs_from_the_stack_config():
     graph = run_main("dev", stack_values("dev"))
-    assert set(graph.outputs) == set(STACK_OUTPUTS) - {"tlsPort"}
+    assert set(graph.outputs) == set(STACK_OUTPUTS) - {"tlsPort", "endpointIps"}
     assert graph.outputs["aeTitle"] == "AHI-DEV"
     assert graph.one("dicom-ingest:index:DicomIngest").name == "dicom"
 

@@ -132,9 +132,9 @@ def test_one_component_per_block_under_dicom_ingest(dev):
 
 
 def test_stack_outputs_are_the_cli_contract(dev, prod, existing):
-    assert set(dev.outputs) == set(STACK_OUTPUTS) - {"tlsPort"}
+    assert set(dev.outputs) == set(STACK_OUTPUTS) - {"tlsPort", "endpointIps"}
     assert set(prod.outputs) == set(STACK_OUTPUTS) - {"dicomPort"}  # TLS required: no plain port
-    assert set(existing.outputs) == set(STACK_OUTPUTS)
+    assert set(existing.outputs) == set(STACK_OUTPUTS) - {"endpointIps"}  # AWS-assigned addresses
     nlb = dev.one("aws:lb/loadBalancer:LoadBalancer")
     assert dev.outputs["endpointHost"] == nlb.outputs["dnsName"]
     assert dev.outputs["dicomPort"] == 11112 and prod.outputs["tlsPort"] == 2762
@@ -464,7 +464,42 @@ def test_nlb_is_internal_in_private_subnets(graph):
     nlb = graph.one("aws:lb/loadBalancer:LoadBalancer")
     assert nlb.inputs["loadBalancerType"] == "network" and nlb.inputs["internal"] is True
     service = graph.one("aws:ecs/service:Service")
-    assert nlb.inputs["subnets"] == service.inputs["networkConfiguration"]["subnets"]
+    subnets = nlb.inputs.get("subnets") or [m["subnetId"] for m in nlb.inputs["subnetMappings"]]
+    assert subnets == service.inputs["networkConfiguration"]["subnets"]
+
+
+def test_fixed_private_addresses_are_one_subnet_mapping_each_and_an_output(prod, prod_config, dev, existing):
+    nlb = prod.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    subnets = prod_config.network.private_subnet_ids
+    addresses = ["10.20.1.10", "10.20.2.10", "10.20.3.10"]
+    assert "subnets" not in nlb
+    assert nlb["subnetMappings"] == [
+        {"subnetId": s, "privateIpv4Address": a} for s, a in zip(subnets, addresses, strict=True)
+    ]
+    assert prod.outputs["endpointIps"] == addresses == prod_config.loadBalancer.private_ips
+    for graph in (dev, existing):  # AWS-assigned addresses: plain subnets, no output
+        assert "subnetMappings" not in graph.one("aws:lb/loadBalancer:LoadBalancer").inputs
+        assert "endpointIps" not in graph.outputs
+
+
+def test_a_public_nlb_takes_elastic_ips_per_subnet(package):
+    allocations = ["eipalloc-0aaa1111bbbb2222c", "eipalloc-0aaa1111bbbb2222d"]
+    public = from_flat(
+        {
+            "loadBalancerPublic": "true",
+            "loadBalancerAllowedCidrs": "192.0.2.0/24",
+            "loadBalancerEipAllocationIds": ",".join(allocations),
+        },
+        stack="edge",
+    )
+    graph = _run(public, package)
+    nlb = graph.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    vpc = graph.one("awsx:ec2:Vpc").outputs
+    assert nlb["internal"] is False
+    assert nlb["subnetMappings"] == [
+        {"subnetId": s, "allocationId": a} for s, a in zip(vpc["publicSubnetIds"], allocations, strict=True)
+    ]
+    assert graph.outputs["endpointIps"] == ["198.51.100.44", "198.51.100.45"]  # the EIPs' public IPs
 
 
 def _listeners(graph: Graph) -> dict[int, dict]:

@@ -75,7 +75,9 @@ def test_batch_defaults_stay_under_healthimagings_import_job_quotas_with_a_margi
     settings = ScpSettings()
     assert settings.batch_max_files <= 0.9 * AHI_MAX_FILES_PER_IMPORT_JOB
     assert settings.batch_max_bytes <= 0.9 * AHI_MAX_BYTES_PER_IMPORT_JOB
-    at_quota = ScpSettings.from_environ({"SCP_BATCH_MAX_FILES": "5000", "SCP_BATCH_MAX_BYTES": str(10 * 10**9)})
+    at_quota = ScpSettings.from_environ(
+        {"SCP_BATCH_MAX_FILES": "5000", "SCP_BATCH_MAX_BYTES": str(10 * 10**9)}
+    )
     assert (at_quota.batch_max_files, at_quota.batch_max_bytes) == (5000, 10 * 10**9)
 
 

@@ -157,7 +157,9 @@ def test_keepalive_idle_must_stay_below_the_nlbs_idle_timeout():
     assert problem.startswith("scpKeepaliveIdleSeconds:") and "idle timeout (350 s)" in problem
     (problem,) = problems_of({"loadBalancerTcpIdleTimeoutSeconds": "100"})
     assert problem.startswith("scpKeepaliveIdleSeconds:") and "(100 s)" in problem
-    raised = from_flat({"scpKeepaliveIdleSeconds": "600", "loadBalancerTcpIdleTimeoutSeconds": "900"}, stack="x")
+    raised = from_flat(
+        {"scpKeepaliveIdleSeconds": "600", "loadBalancerTcpIdleTimeoutSeconds": "900"}, stack="x"
+    )
     assert raised.scp.keepalive_idle_seconds == 600
     # A TLS listener terminated on the NLB keeps its fixed 350 s, whatever the TCP listeners say.
     terminate = {
@@ -174,3 +176,56 @@ def test_keepalive_idle_must_stay_below_the_nlbs_idle_timeout():
 def test_nlb_idle_timeout_outside_what_aws_accepts_is_refused(value):
     (problem,) = problems_of({"loadBalancerTcpIdleTimeoutSeconds": value})
     assert problem.startswith("loadBalancerTcpIdleTimeoutSeconds:")
+
+
+EXISTING = {
+    "networkVpcId": "vpc-0123456789abcdef0",
+    "networkPrivateSubnetIds": "subnet-0aa11bb2,subnet-0aa11bb3,subnet-0aa11bb4",
+}
+
+
+def test_fixed_private_ips_one_per_subnet_of_an_internal_nlb():
+    config = from_flat({**EXISTING, "loadBalancerPrivateIps": "10.20.1.10, 10.20.2.10,10.20.3.10"}, stack="x")
+    assert config.loadBalancer.fixed_addresses == ["10.20.1.10", "10.20.2.10", "10.20.3.10"]
+    (problem,) = problems_of({**EXISTING, "loadBalancerPrivateIps": "10.20.1.10,10.20.2.10"})
+    assert problem == (
+        "loadBalancerPrivateIps: 2 given for 3 subnets (networkPrivateSubnetIds); "
+        "give exactly one per subnet, in the same order"
+    )
+    (problem,) = problems_of({"loadBalancerPrivateIps": "10.40.0.10,10.40.16.10,10.40.32.10"})
+    assert problem.startswith("loadBalancerPrivateIps: 3 given for 2 subnets (networkAvailabilityZones)")
+    (problem,) = problems_of({"loadBalancerPrivateIps": "10.40.0.10,192.168.0.10"})
+    assert "192.168.0.10 is outside the new VPC's networkVpcCidr 10.40.0.0/16" in problem
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("10.40.0.300,10.40.0.11", "is not an IPv4 address like 10.40.0.10"),
+        ("8.8.8.8,10.40.0.11", "8.8.8.8 is not a private address"),
+        ("10.40.0.10,10.40.0.10", "10.40.0.10 is listed twice"),
+    ],
+)
+def test_bad_private_ips_are_one_message(value, fragment):
+    (problem,) = problems_of({"loadBalancerPrivateIps": value})
+    assert problem.startswith("loadBalancerPrivateIps:") and fragment in problem
+
+
+PUBLIC = {"loadBalancerPublic": "true", "loadBalancerAllowedCidrs": "192.0.2.0/24"}
+
+
+def test_a_bad_elastic_ip_allocation_id_is_named():
+    (problem,) = problems_of({**PUBLIC, "loadBalancerEipAllocationIds": "eipalloc-0aaa1111bbbb2222c,eip-123"})
+    assert problem.startswith("loadBalancerEipAllocationIds:")
+    assert "'eip-123' is not an Elastic IP allocation id like eipalloc-0123456789abcdef0" in problem
+
+
+def test_elastic_ips_belong_to_a_public_nlb_and_private_ips_to_an_internal_one():
+    (problem,) = problems_of(
+        {"loadBalancerEipAllocationIds": "eipalloc-0aaa1111bbbb2222c,eipalloc-0aaa1111bbbb2222d"}
+    )
+    assert problem.startswith("loadBalancerEipAllocationIds:") and "need a public NLB" in problem
+    (problem,) = problems_of({**PUBLIC, "loadBalancerPrivateIps": "10.40.0.10,10.40.16.10"})
+    assert problem.startswith("loadBalancerPrivateIps:") and "eip_allocation_ids" in problem
+    (problem,) = problems_of({**PUBLIC, "loadBalancerEipAllocationIds": "eipalloc-0aaa1111bbbb2222c"})
+    assert problem.startswith("loadBalancerEipAllocationIds: 1 given for 2 subnets")

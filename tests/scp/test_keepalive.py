@@ -66,12 +66,19 @@ def test_an_accepted_dicom_socket_has_keepalive_from_the_settings(tmp_path):
 def test_keepalive_defaults_probe_well_inside_the_nlbs_idle_timeout():
     settings = ScpSettings()
     assert settings.keepalive_idle_seconds < 350  # the NLB's TCP idle timeout, by default
-    assert settings.keepalive_idle_seconds + settings.keepalive_interval_seconds * settings.keepalive_count <= 350
+    assert (
+        settings.keepalive_idle_seconds + settings.keepalive_interval_seconds * settings.keepalive_count
+        <= 350
+    )
 
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("SCP_KEEPALIVE_IDLE_SECONDS", "0"), ("SCP_KEEPALIVE_INTERVAL_SECONDS", "x"), ("SCP_KEEPALIVE_COUNT", "99")],
+    [
+        ("SCP_KEEPALIVE_IDLE_SECONDS", "0"),
+        ("SCP_KEEPALIVE_INTERVAL_SECONDS", "x"),
+        ("SCP_KEEPALIVE_COUNT", "99"),
+    ],
 )
 def test_bad_keepalive_values_are_one_message_each(variable, value):
     with pytest.raises(ConfigError) as info:
