@@ -52,7 +52,8 @@ class DicomIngest(pulumi.ComponentResource):
         partition = aws.get_partition_output(opts=invoke).partition
         retain = config.storage.retain_on_delete
 
-        self.network = Network(f"{name}-network", NetworkArgs(config.network, self.region), child)
+        endpoints = ("secretsmanager",) if config.service.tls_secrets else ()  # ECS reads the TLS secrets
+        self.network = Network(f"{name}-network", NetworkArgs(config.network, self.region, endpoints), child)
         self.storage = Storage(f"{name}-storage", StorageArgs(config.storage, account_id), child)
         self.job_table = JobTable(
             f"{name}-jobs", JobTableArgs(config.jobTable, retain_on_delete=retain), child

@@ -26,6 +26,7 @@ NAT_STRATEGY = {"none": "None", "single": "Single", "one-per-az": "OnePerAz"}
 class NetworkArgs:
     settings: NetworkSettings
     region: pulumi.Input[str]
+    extra_endpoint_services: tuple[str, ...] = ()  # e.g. secretsmanager when the task reads secrets
 
 
 class Network(pulumi.ComponentResource):
@@ -105,7 +106,7 @@ class Network(pulumi.ComponentResource):
                     security_group_ids=[self.endpoint_security_group.id],
                     opts=child,
                 )
-                for service in INTERFACE_ENDPOINT_SERVICES
+                for service in (*INTERFACE_ENDPOINT_SERVICES, *args.extra_endpoint_services)
             ]
 
         self.flow_log_group = aws.cloudwatch.LogGroup(

@@ -21,6 +21,7 @@ import pulumi_awsx as awsx
 from components.iam import ECR_LOGIN_ACTIONS, allow, kms_use, service_role
 from components.load_balancer import ListenerPlan
 from core.config import deployed_scp_settings
+from core.config_base import env_name
 from core.layout import BATCHES_PREFIX, INCOMING_PREFIX
 from core.scp_settings import ENV_PREFIX, ScpSettings
 from core.stack_settings import ServiceSettings
@@ -35,6 +36,11 @@ def container_environment(settings: ScpSettings) -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in sorted(settings.to_env(ENV_PREFIX).items())]
 
 
+def container_secrets(service: ServiceSettings) -> dict[str, str]:
+    """Environment variable -> Secrets Manager ARN that ECS resolves into it when the task starts."""
+    return {env_name(ENV_PREFIX, field): arn for field, arn in sorted(service.tls_secrets.items())}
+
+
 def container_definition(
     settings: ScpSettings,
     service: ServiceSettings,
@@ -42,7 +48,12 @@ def container_definition(
     log_group: pulumi.Input[str],
     region: pulumi.Input[str],
 ) -> dict[str, Any]:
-    """The SCP container (values may be Outputs; serialize with ``Output.json_dumps``)."""
+    """The SCP container (values may be Outputs; serialize with ``Output.json_dumps``).
+
+    TLS material reaches the task only as ``secrets`` (ECS reads them with the execution role at task
+    start, so a rotated certificate is picked up when the tasks restart); the SCP writes them to
+    its ``SCP_TLS_*_FILE`` paths under /tmp, loads them, and removes the files (scp/tls.py).
+    """
     ports = [settings.port] if settings.plain_enabled else []
     ports += [settings.tls_port] if settings.tls_enabled else []
     mounts = [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}]
@@ -59,6 +70,7 @@ def container_definition(
             {"containerPort": p, "hostPort": p, "protocol": "tcp"} for p in [*ports, settings.health_port]
         ],
         "environment": container_environment(settings),
+        "secrets": [{"name": name, "valueFrom": arn} for name, arn in container_secrets(service).items()],
         "mountPoints": mounts,
         "stopTimeout": service.stop_timeout_seconds,
         "healthCheck": {
@@ -219,9 +231,10 @@ class ScpService(pulumi.ComponentResource):
                     ["logs:CreateLogStream", "logs:PutLogEvents"],
                     [pulumi.Output.concat(self.log_group.arn, ":*")],
                 ),
+                *self._secret_statements(service, args.region),
             ],
             self,
-            description="ECS agent: pull the SCP image, write its logs",
+            description="ECS agent: pull the SCP image, write its logs, read its TLS secrets",
         )
 
         self.settings = bucket.bucket.apply(lambda b: deployed_scp_settings(args.scp, b))
@@ -308,6 +321,25 @@ class ScpService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self.scaling_target),
         )
         self.register_outputs({"clusterName": self.cluster.name, "serviceName": self.service.name})
+
+    @staticmethod
+    def _secret_statements(service: ServiceSettings, region: pulumi.Input[str]) -> list[dict[str, Any]]:
+        """GetSecretValue on exactly the configured secrets; Decrypt on their key, through Secrets Manager."""
+        arns = sorted(set(service.tls_secrets.values()))
+        if not arns:
+            return []
+        statements = [allow("ReadTlsSecrets", ["secretsmanager:GetSecretValue"], arns)]
+        if service.secrets_kms_key_arn:
+            via = pulumi.Output.concat("secretsmanager.", region, ".amazonaws.com")
+            statements.append(
+                allow(
+                    "DecryptTlsSecrets",
+                    ["kms:Decrypt"],
+                    [service.secrets_kms_key_arn],
+                    {"StringEquals": {"kms:ViaService": via}},
+                )
+            )
+        return statements
 
     def _security_group(self, name: str, args: ScpServiceArgs) -> aws.ec2.SecurityGroup:
         """Ingress only from the NLB (DICOM target ports and the health port); egress only to AWS APIs."""

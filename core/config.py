@@ -132,6 +132,7 @@ def cross_group_problems(config: StackConfig) -> list[str]:
     if lb.public and network.existing and not network.public_subnet_ids:
         problems.append("loadBalancerPublic: a public NLB in an existing VPC needs networkPublicSubnetIds")
     problems += fixed_address_problems(lb, network)
+    problems += tls_secret_problems(scp, service)
     nlb_idle = nlb_idle_timeout(lb)
     if scp.keepalive_idle_seconds >= nlb_idle:
         problems.append(
@@ -164,6 +165,45 @@ def fixed_address_problems(lb: LoadBalancerSettings, network: NetworkSettings) -
         outside = [ip for ip in lb.private_ips if ipaddress.ip_address(ip) not in vpc]
         if outside:
             problems.append(f"{key}: {outside[0]} is outside the new VPC's networkVpcCidr {network.vpc_cidr}")
+    return problems
+
+
+# Where a deployed task can write: its /tmp volume (components/scp_service.py).
+TASK_WRITABLE_DIR = "/tmp/"
+TLS_SECRET_KEYS = {  # SCP field -> (its file key, the service key of its secret)
+    "tls_cert_pem": ("scpTlsCertFile", "serviceTlsCertificateSecretArn"),
+    "tls_key_pem": ("scpTlsKeyFile", "serviceTlsKeySecretArn"),
+    "tls_ca_pem": ("scpTlsCaFile", "serviceTlsCaSecretArn"),
+}
+
+
+def tls_secret_problems(scp: ScpSettings, service: ServiceSettings) -> list[str]:
+    """A deployed task gets its TLS files only from Secrets Manager (ECS secrets -> SCP_TLS_*_PEM)."""
+    problems = []
+    secrets = service.tls_secrets
+    for field, (file_key, secret_key) in TLS_SECRET_KEYS.items():
+        pem_key = camel_name("scp", field)
+        path = getattr(scp, field.replace("_pem", "_file"))
+        if getattr(scp, field):
+            problems.append(
+                f"{pem_key}: never put TLS material in stack config (it would sit in the task definition "
+                f"in clear); store it in Secrets Manager and set {secret_key}"
+            )
+        if field in secrets and not scp.tls_enabled:
+            problems.append(f"{secret_key}: used only with scpTlsEnabled (loadBalancerTlsMode passthrough)")
+        elif field in secrets and not str(path or "").startswith(TASK_WRITABLE_DIR):
+            problems.append(
+                f"{file_key}: the SCP writes the secret of {secret_key} to this path at start; use a "
+                f"path under {TASK_WRITABLE_DIR} (the task's only writable place), e.g. "
+                f"/tmp/dicom-tls/{field[4:-4]}.pem"
+            )
+        elif scp.tls_enabled and path and field not in secrets:
+            problems.append(
+                f"{secret_key}: a deployed task has no file {path} ({file_key}); put the PEM in "
+                f"Secrets Manager and set {secret_key}"
+            )
+    if service.secrets_kms_key_arn and not secrets:
+        problems.append("serviceSecretsKmsKeyArn: used only with the TLS secrets (serviceTls*SecretArn)")
     return problems
 
 
@@ -223,6 +263,8 @@ def key_description(key: str) -> str:
     text = GROUPS[group].model_fields[field].description or ""
     if key in DEPLOY_TIME_KEYS:
         text = f"{text}. Deploy time: {DEPLOY_TIME_KEYS[key]}"
+    if group == "scp" and field in TLS_SECRET_KEYS:
+        text = f"{text}. Deploy time: never in stack config; ECS sets it from {TLS_SECRET_KEYS[field][1]}"
     if key in NLB_KEYS:
         text = f"{text}. NLB: {NLB_KEYS[key]}"
     return text

@@ -161,3 +161,26 @@ class ScpSettings(Settings):
     keepalive_count: int = Field(
         4, ge=1, le=30, description="TCP keep-alive: unanswered probes before the connection is dropped"
     )
+
+    # TLS material as text, for a container that receives it in environment variables (ECS puts
+    # Secrets Manager values there; a task has no other way to get a file). At start the SCP writes
+    # each PEM to its *_file path (mode 0600, directory 0700), loads it and removes the file (scp/tls.py).
+    tls_cert_pem: str | None = Field(
+        None,
+        description="PEM certificate chain as text: written to tls_cert_file at start, removed once loaded",
+    )
+    tls_key_pem: str | None = Field(
+        None, description="PEM private key as text: written to tls_key_file at start, removed once loaded"
+    )
+    tls_ca_pem: str | None = Field(
+        None, description="PEM CA bundle as text: written to tls_ca_file at start, removed once loaded"
+    )
+
+    @model_validator(mode="after")
+    def _pem_paths(self) -> ScpSettings:
+        for kind in ("cert", "key", "ca"):
+            if getattr(self, f"tls_{kind}_pem") and not getattr(self, f"tls_{kind}_file"):
+                raise ValueError(
+                    f"tls_{kind}_pem needs tls_{kind}_file: the path the SCP writes it to at start"
+                )
+        return self

@@ -30,6 +30,10 @@ FARGATE_MEMORY_BY_CPU: dict[int, tuple[int, ...]] = {
 NLB_IDLE_TIMEOUT_SECONDS = 350
 
 _ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:.+$")
+# ECS and IAM need the complete ARN, with the six random characters Secrets Manager appends.
+_SECRET_ARN = re.compile(
+    r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$"
+)
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 
@@ -229,6 +233,45 @@ class ServiceSettings(Settings):
     )
     container_insights: bool = Field(True, description="ECS Container Insights on the cluster")
     log_retention_days: LogRetentionDays = Field(90, description="Retention of the SCP's log group (days)")
+    tls_certificate_secret_arn: str = Field(
+        "",
+        description="Secrets Manager secret (full ARN) of the SCP's PEM certificate chain (TLS passthrough)",
+    )
+    tls_key_secret_arn: str = Field(
+        "",
+        description="Secrets Manager secret (full ARN) holding the SCP's PEM private key (TLS passthrough)",
+    )
+    tls_ca_secret_arn: str = Field(
+        "", description="Secrets Manager secret (full ARN) holding the PEM CA bundle for client certificates"
+    )
+    secrets_kms_key_arn: str = Field(
+        "", description="Customer KMS key of those secrets (empty = the AWS-managed aws/secretsmanager key)"
+    )
+
+    @field_validator("tls_certificate_secret_arn", "tls_key_secret_arn", "tls_ca_secret_arn")
+    @classmethod
+    def _secret(cls, v: str) -> str:
+        if v and not _SECRET_ARN.match(v):
+            raise ValueError(
+                f"{v!r} is not the full ARN of a Secrets Manager secret "
+                "(arn:aws:secretsmanager:<region>:<account>:secret:<name>-<6 characters>)"
+            )
+        return v
+
+    @field_validator("secrets_kms_key_arn")
+    @classmethod
+    def _secrets_key(cls, v: str) -> str:
+        return _arn(v, "kms")
+
+    @property
+    def tls_secrets(self) -> dict[str, str]:
+        """SCP setting -> the secret ECS puts into it (only those configured)."""
+        pairs = {
+            "tls_cert_pem": self.tls_certificate_secret_arn,
+            "tls_key_pem": self.tls_key_secret_arn,
+            "tls_ca_pem": self.tls_ca_secret_arn,
+        }
+        return {field: arn for field, arn in pairs.items() if arn}
 
     @field_validator("task_cpu")
     @classmethod

@@ -31,13 +31,18 @@ from tests.components import policies
 from tests.components.pulumi_graph import ACCOUNT, EXISTING_VPC_CIDR, REGION, Graph, run_program
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRETS = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:"
 EXISTING_VPC = {
     "networkVpcId": "vpc-0123456789abcdef0",
     "networkPrivateSubnetIds": "subnet-0aaa1111bbbb2222c,subnet-0aaa1111bbbb2222d",
     "networkInterfaceEndpoints": "false",  # this VPC routes to AWS APIs through its own NAT
     "scpTlsEnabled": "true",
-    "scpTlsCertFile": "/etc/dicom-tls/cert.pem",
-    "scpTlsKeyFile": "/etc/dicom-tls/key.pem",
+    "scpTlsCertFile": "/tmp/dicom-tls/cert.pem",
+    "scpTlsKeyFile": "/tmp/dicom-tls/key.pem",
+    "scpTlsCaFile": "/tmp/dicom-tls/ca.pem",
+    "serviceTlsCertificateSecretArn": f"{SECRETS}dicom/tls-cert-AbC123",
+    "serviceTlsKeySecretArn": f"{SECRETS}dicom/tls-key-DeF456",
+    "serviceTlsCaSecretArn": f"{SECRETS}dicom/tls-ca-GhI789",
     "loadBalancerTlsMode": "passthrough",
     "healthImagingDatastoreId": "fedcba9876543210fedcba9876543210",
     "serviceImageUri": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/scp:1.0.0",
@@ -162,7 +167,9 @@ def test_endpoints_replace_a_nat_gateway(request, shape):
     graph = request.getfixturevalue(shape)
     endpoints = {e.inputs["serviceName"]: e for e in graph.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")}
     services = {name.removeprefix(f"com.amazonaws.{REGION}.") for name in endpoints}
-    assert services == {"s3", "ecr.api", "ecr.dkr", "logs", "sts"}
+    # Production's tasks also read their TLS secrets at start: Secrets Manager without a NAT gateway.
+    secrets = {"secretsmanager"} if shape == "prod" else set()
+    assert services == {"s3", "ecr.api", "ecr.dkr", "logs", "sts"} | secrets
     assert endpoints[f"com.amazonaws.{REGION}.s3"].inputs["vpcEndpointType"] == "Gateway"
     for name, endpoint in endpoints.items():
         if not name.endswith(".s3"):
@@ -509,13 +516,36 @@ def _listeners(graph: Graph) -> dict[int, dict]:
     }
 
 
-def test_listeners_per_stack(dev, prod, existing, prod_config):
+def test_listeners_per_stack(dev, prod, existing):
     assert {p: lis["protocol"] for p, lis in _listeners(dev).items()} == {11112: "TCP"}
-    tls = _listeners(prod)
-    assert {p: lis["protocol"] for p, lis in tls.items()} == {2762: "TLS"}
-    assert tls[2762]["certificateArn"] == prod_config.loadBalancer.certificate_arn
-    assert tls[2762]["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    assert {p: lis["protocol"] for p, lis in _listeners(prod).items()} == {2762: "TCP"}  # TLS passed through
     assert {p: lis["protocol"] for p, lis in _listeners(existing).items()} == {11112: "TCP", 2762: "TCP"}
+
+
+@pytest.fixture(scope="module")
+def terminating(package) -> Graph:
+    """TLS terminated on the NLB with an ACM certificate, forwarded to the SCP's plain port."""
+    certificate = "arn:aws:acm:eu-central-1:123456789012:certificate/0b9a5f1e-1c2d-4e3f-8a9b-0c1d2e3f4a5b"
+    config = from_flat(
+        {
+            "loadBalancerPlainListener": "false",
+            "loadBalancerTlsMode": "terminate",
+            "loadBalancerCertificateArn": certificate,
+        },
+        stack="acm",
+    )
+    return _run(config, package)
+
+
+def test_tls_terminated_on_the_nlb_uses_the_acm_certificate(terminating):
+    (listener,) = terminating.of_type("aws:lb/listener:Listener")
+    assert (int(listener.inputs["port"]), listener.inputs["protocol"]) == (2762, "TLS")
+    assert listener.inputs["certificateArn"].startswith("arn:aws:acm:")
+    assert listener.inputs["sslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    (group,) = terminating.of_type("aws:lb/targetGroup:TargetGroup")
+    assert int(group.inputs["port"]) == 11112  # decrypted traffic to the plain port
+    (container,) = terminating.one("aws:ecs/taskDefinition:TaskDefinition").json("containerDefinitions")
+    assert container["secrets"] == []
 
 
 def test_tcp_listeners_state_the_idle_timeout_the_keepalive_stays_under(graph, request):
@@ -531,7 +561,7 @@ def test_tcp_listeners_state_the_idle_timeout_the_keepalive_stays_under(graph, r
 def test_target_groups_forward_to_the_scp_and_check_readiness(dev, prod, existing, dev_config, prod_config):
     for graph, forwards in (
         (dev, {11112: 11112}),
-        (prod, {2762: 11112}),
+        (prod, {2762: 2762}),
         (existing, {11112: 11112, 2762: 2762}),
     ):
         groups = {g.outputs["arn"]: g.inputs for g in graph.of_type("aws:lb/targetGroup:TargetGroup")}
@@ -613,6 +643,48 @@ def test_container_environment_is_the_config_models(request, shape):
     assert environment == settings.to_env("scp")
     assert environment["SCP_STORAGE_URI"] == f"s3://{bucket(graph, 'dicom').outputs['bucket']}"
     assert environment["SCP_AE_TITLE"] == config.scp.ae_title
+
+
+def test_tls_material_reaches_the_task_only_as_secrets(prod, existing, prod_config, existing_config):
+    for graph, config in ((prod, prod_config), (existing, existing_config)):
+        container = _container(graph)
+        expected = {
+            "SCP_TLS_CERT_PEM": config.service.tls_certificate_secret_arn,
+            "SCP_TLS_KEY_PEM": config.service.tls_key_secret_arn,
+        }
+        if config.service.tls_ca_secret_arn:
+            expected["SCP_TLS_CA_PEM"] = config.service.tls_ca_secret_arn
+        assert {s["name"]: s["valueFrom"] for s in container["secrets"]} == expected
+        environment = {e["name"]: e["value"] for e in container["environment"]}
+        assert not any(name.endswith("_PEM") for name in environment)  # never in clear
+        assert environment["SCP_TLS_KEY_FILE"].startswith("/tmp/")  # where the SCP writes it, then removes it
+        assert "/tmp" in {m["containerPath"] for m in container["mountPoints"]}
+    assert len(existing_config.service.tls_secrets) == 3
+
+
+def test_execution_role_reads_exactly_the_tls_secrets_and_decrypts_through_secrets_manager(
+    prod, existing, dev, prod_config, existing_config
+):
+    def grants(graph):
+        return {s["Sid"]: s for s in statements_of(graph, "scp-execution-policy")}
+
+    for graph, config in ((prod, prod_config), (existing, existing_config)):
+        read = grants(graph)["ReadTlsSecrets"]
+        assert read["Action"] == ["secretsmanager:GetSecretValue"]
+        assert read["Resource"] == sorted(config.service.tls_secrets.values())
+    decrypt = grants(prod)["DecryptTlsSecrets"]
+    assert decrypt["Action"] == ["kms:Decrypt"]
+    assert decrypt["Resource"] == [prod_config.service.secrets_kms_key_arn]
+    assert decrypt["Condition"] == {
+        "StringEquals": {"kms:ViaService": f"secretsmanager.{REGION}.amazonaws.com"}
+    }
+    assert "DecryptTlsSecrets" not in grants(existing)  # the AWS-managed key needs no grant
+    assert {"ReadTlsSecrets", "DecryptTlsSecrets"}.isdisjoint(grants(dev))
+    # The task role (the SCP's own code) gets no access to the secrets at all.
+    for graph in (prod, existing):
+        assert all(
+            "secretsmanager" not in a for s in statements_of(graph, "scp-task-policy") for a in s["Action"]
+        )
 
 
 def test_deploy_time_keys_are_the_fields_the_program_sets():

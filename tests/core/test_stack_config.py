@@ -229,3 +229,69 @@ def test_elastic_ips_belong_to_a_public_nlb_and_private_ips_to_an_internal_one()
     assert problem.startswith("loadBalancerPrivateIps:") and "eip_allocation_ids" in problem
     (problem,) = problems_of({**PUBLIC, "loadBalancerEipAllocationIds": "eipalloc-0aaa1111bbbb2222c"})
     assert problem.startswith("loadBalancerEipAllocationIds: 1 given for 2 subnets")
+
+
+SECRET = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:dicom/tls-"
+PASSTHROUGH = {
+    "scpTlsEnabled": "true",
+    "loadBalancerTlsMode": "passthrough",
+    "scpTlsCertFile": "/tmp/dicom-tls/cert.pem",
+    "scpTlsKeyFile": "/tmp/dicom-tls/key.pem",
+    "serviceTlsCertificateSecretArn": f"{SECRET}cert-AbC123",
+    "serviceTlsKeySecretArn": f"{SECRET}key-DeF456",
+}
+
+
+def test_tls_passthrough_takes_certificate_and_key_from_secrets_manager():
+    config = from_flat(PASSTHROUGH, stack="x")
+    assert config.service.tls_secrets == {
+        "tls_cert_pem": f"{SECRET}cert-AbC123",
+        "tls_key_pem": f"{SECRET}key-DeF456",
+    }
+    without = {k: v for k, v in PASSTHROUGH.items() if not k.startswith("service")}
+    problems = problems_of(without)
+    assert [p.split(":")[0] for p in problems] == ["serviceTlsCertificateSecretArn", "serviceTlsKeySecretArn"]
+    assert "a deployed task has no file /tmp/dicom-tls/key.pem (scpTlsKeyFile)" in problems[1]
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "fragment"),
+    [
+        ({"serviceTlsKeySecretArn": f"{SECRET}key"}, "serviceTlsKeySecretArn", "is not the full ARN"),
+        ({"serviceTlsKeySecretArn": "arn:aws:s3:::bucket/key-AbC123"}, "serviceTlsKeySecretArn", "full ARN"),
+        ({"scpTlsKeyFile": "/etc/tls/key.pem"}, "scpTlsKeyFile", "use a path under /tmp/"),
+        (
+            {
+                "serviceSecretsKmsKeyArn": "arn:aws:kms:eu-central-1:123456789012:alias/x",
+                "scpTlsEnabled": "false",
+                "scpTlsCertFile": "",
+                "scpTlsKeyFile": "",
+                "loadBalancerTlsMode": "off",
+                "serviceTlsCertificateSecretArn": "",
+                "serviceTlsKeySecretArn": "",
+            },
+            "serviceSecretsKmsKeyArn",
+            "used only with the TLS secrets",
+        ),
+        (
+            {"serviceSecretsKmsKeyArn": "arn:aws:sqs:eu-central-1:123456789012:q"},
+            "serviceSecretsKmsKeyArn",
+            "kms",
+        ),
+        ({"serviceTlsCaSecretArn": f"{SECRET}ca-GhI789"}, "scpTlsCaFile", "use a path under /tmp/"),
+    ],
+)
+def test_bad_tls_secret_settings_are_one_message(values, key, fragment):
+    (problem,) = problems_of({**PASSTHROUGH, **values})
+    assert problem.startswith(f"{key}:") and fragment in problem
+
+
+def test_tls_material_is_never_stack_config():
+    (problem,) = problems_of({**PASSTHROUGH, "scpTlsKeyPem": "-----BEGIN PRIVATE KEY-----\nMIIE\n"})
+    assert problem.startswith("scpTlsKeyPem: never put TLS material in stack config")
+    assert "BEGIN" not in problem
+
+
+def test_secrets_without_the_scps_tls_are_refused():
+    (problem,) = problems_of({"serviceTlsKeySecretArn": f"{SECRET}key-DeF456"})
+    assert problem.startswith("serviceTlsKeySecretArn: used only with scpTlsEnabled")
