@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cli.context import AppContext, JsonOption
 from cli.errors import CliError, MissingOutput
-from core.config import GROUPS, read_stack_values
+from core.config import GROUPS, config_warnings, read_stack_values
 from core.config_base import camel_name
 from core.layout import STACK_OUTPUTS
 
@@ -99,19 +99,28 @@ def validate(
     ] = False,
     json_output: JsonOption = False,
 ) -> None:
-    """Validate the stack config with the shared model (exit 2 with one line per bad value)."""
+    """Validate the stack config with the shared model (exit 2 with one line per bad value).
+
+    Valid but risky choices (no alarm e-mail, a single task) are printed as warnings on stderr;
+    they do not change the exit status.
+    """
     app_ctx: AppContext = ctx.obj
-    app_ctx.config  # noqa: B018 - raises ConfigProblem with one line per bad value
+    warnings = config_warnings(app_ctx.config)  # raises ConfigProblem with one line per bad value
     missing: list[str] = []
     if check_outputs:
         outputs = app_ctx.outputs
         missing = [k for k in STACK_OUTPUTS if k not in OPTIONAL_OUTPUTS and outputs.get(k) in (None, "")]
     if app_ctx.wants_json(json_output):
-        app_ctx.print_json({"stack": app_ctx.stack, "valid": not missing, "missingOutputs": missing})
-    elif not missing:
-        app_ctx.console.print(
-            f"stack {app_ctx.stack!r}: configuration is valid" + (" and complete" * check_outputs)
+        app_ctx.print_json(
+            {"stack": app_ctx.stack, "valid": not missing, "missingOutputs": missing, "warnings": warnings}
         )
+    else:
+        for warning in warnings:
+            app_ctx.err.print(f"warning: {warning}", soft_wrap=True)
+        if not missing:
+            app_ctx.console.print(
+                f"stack {app_ctx.stack!r}: configuration is valid" + (" and complete" * check_outputs)
+            )
     if missing:
         raise MissingOutput(
             f"stack {app_ctx.stack!r} lacks outputs: {', '.join(missing)}",

@@ -22,7 +22,7 @@ from components.network import Network, NetworkArgs
 from components.scp_service import ScpService, ScpServiceArgs
 from components.storage import Storage, StorageArgs
 from components.workflow import ImportWorkflow, WorkflowArgs
-from core.config import StackConfig
+from core.config import StackConfig, config_warnings
 from core.layout import STACK_OUTPUTS
 
 
@@ -45,6 +45,8 @@ class DicomIngest(pulumi.ComponentResource):
     def __init__(self, name: str, args: DicomIngestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dicom-ingest:index:DicomIngest", name, None, opts)
         self.config = config = args.config
+        for warning in config_warnings(config):
+            pulumi.log.warn(warning, resource=self)
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         self.region = aws.get_region_output(opts=invoke).region

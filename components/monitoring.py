@@ -1,9 +1,10 @@
 """Monitoring: one alarm per failure mode, an encrypted SNS topic for them, and a dashboard.
 
 Failure modes: SCP tasks saturated (CPU, memory), no or unhealthy NLB targets, SCP store failures
-(the SCP's EMF metric, summed over all its dimensions with a Metrics Insights query), failed or
-timed-out workflow executions, a slow import (execution time from seal to recorded results),
-Lambda errors per function, and anything in the dead-letter queue.
+(the SCP's EMF metric, summed over all its dimensions with a Metrics Insights query), rejected
+associations, failed or timed-out workflow executions, partially failed imports (``JobsPartial``,
+``InstancesFailed``: the modality was told "stored"), a slow import (execution time from seal to
+recorded results), Lambda errors per function, and anything in the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import document
-from core.contracts import SCP_METRICS_NAMESPACE, SCP_STORE_FAILURES_METRIC
+from core.contracts import (
+    SCP_DIMENSIONS,
+    SCP_METRICS_NAMESPACE,
+    SCP_STORE_FAILURES_METRIC,
+    WORKFLOW_DIMENSIONS,
+    WORKFLOW_METRICS_NAMESPACE,
+)
 from core.stack_settings import MonitoringSettings
 
 
@@ -182,6 +189,40 @@ class Monitoring(pulumi.ComponentResource):
                 0,
             )
         self._store_failures_alarm()
+        # What a modality is never told: an import that left instances out of HealthImaging after
+        # they were acknowledged, and associations the SCP refused (a wrong AE title, a new address).
+        for key, metric, description in (
+            (
+                "jobs-partial",
+                "JobsPartial",
+                "An import job completed with instances missing from HealthImaging",
+            ),
+            (
+                "instances-failed",
+                "InstancesFailed",
+                "Acknowledged instances failed to import into HealthImaging",
+            ),
+        ):
+            self._alarm(
+                f"workflow-{key}",
+                f"{description} (see dicomctl status and quarantine/)",
+                WORKFLOW_METRICS_NAMESPACE,
+                metric,
+                WORKFLOW_DIMENSIONS,
+                "Sum",
+                0,
+                period=300,
+            )
+        self._alarm(
+            "scp-rejected-associations",
+            "The SCP rejected associations (a misconfigured modality: AE titles, or an address not allowed)",
+            SCP_METRICS_NAMESPACE,
+            "RejectedAssociations",
+            SCP_DIMENSIONS,
+            "Sum",
+            0,
+            period=300,
+        )
 
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",

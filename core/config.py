@@ -216,6 +216,22 @@ def nlb_idle_timeout(lb: LoadBalancerSettings) -> int:
     return min(timeouts)
 
 
+def config_warnings(config: StackConfig) -> list[str]:
+    """Valid but risky choices, said at `pulumi up` and by `dicomctl config validate`."""
+    warnings = []
+    if not config.monitoring.alarm_email:
+        warnings.append(
+            "monitoringAlarmEmail is empty: the alarms publish to the SNS topic, but nobody is subscribed "
+            "and nobody will be notified; set an address (or subscribe to the topic yourself)"
+        )
+    if config.service.autoscale_min_capacity < 2:
+        warnings.append(
+            "serviceAutoscaleMinCapacity is 1: one SCP task in one availability zone; if it or its zone "
+            "fails, modalities cannot send until ECS starts a new task; use 2 or more in production"
+        )
+    return warnings
+
+
 def flat_keys() -> dict[str, tuple[str, str]]:
     """Every stack config key -> (group, field)."""
     return {

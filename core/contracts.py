@@ -24,6 +24,8 @@ POWERTOOLS_SERVICE = "dicom-ingest"  # the Powertools service of every Lambda fu
 WORKFLOW_METRICS_NAMESPACE = "DicomIngest/Workflow"  # the handlers' metrics
 SCP_METRICS_NAMESPACE = "DicomIngest/Scp"  # the SCP's CloudWatch EMF lines
 SCP_STORE_FAILURES_METRIC = "StoreFailures"  # one of them; the monitoring alarms on its sum
+SCP_DIMENSIONS = {"Service": "dicom-scp"}  # the dimensions of the SCP's EMF lines
+WORKFLOW_DIMENSIONS = {"service": POWERTOOLS_SERVICE}  # Powertools' one dimension, the service name
 
 
 # --- Errors the state machine retries by name ---------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from pynetdicom import AE, _config, evt
 
+from core.contracts import SCP_DIMENSIONS
 from core.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
 from core.layout import BatchManifest
 from core.scp_settings import ScpSettings
@@ -273,7 +274,7 @@ class StoreScp:
                 next_emf = time.monotonic() + self.emf_interval
 
     def _emit_emf(self) -> None:
-        document = self.metrics.drain_emf({"Service": "dicom-scp"}, {"TaskId": self.task_id})
+        document = self.metrics.drain_emf(SCP_DIMENSIONS, {"TaskId": self.task_id})
         if document is not None:
             self.write_stdout(json.dumps(document))
 

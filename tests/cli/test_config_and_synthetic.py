@@ -141,3 +141,21 @@ def test_config_show_lists_the_fixed_addresses_and_does_not_mask_addresses(invok
     human = invoke(*stack, "config", "show")
     assert human.exit_code == 0, human.output
     assert "endpointIps" in human.stdout and "10.20.1.10, 10.20.2.10" in human.stdout
+
+
+def test_config_validate_warns_that_nobody_will_be_notified(invoke, project):
+    result = invoke("--project-dir", project, "--stack", "dev", "config", "validate")
+    assert result.exit_code == 0  # valid: a warning, not an error
+    assert "warning: monitoringAlarmEmail is empty" in result.stderr
+    assert "nobody will be notified" in result.stderr
+    document = json.loads(
+        invoke("--project-dir", project, "--stack", "dev", "config", "validate", "--json").stdout
+    )
+    assert any(w.startswith("monitoringAlarmEmail is empty") for w in document["warnings"])
+    (project / "Pulumi.ops.yaml").write_text(
+        "config:\n"
+        "  dicom-ingest:monitoringAlarmEmail: imaging-ops@example.org\n"
+        "  dicom-ingest:serviceAutoscaleMinCapacity: '2'\n"
+    )
+    quiet = invoke("--project-dir", project, "--stack", "ops", "config", "validate")
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr

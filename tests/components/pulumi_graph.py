@@ -8,6 +8,7 @@ recorded as the engine would receive them: camelCase keys, numbers as floats, Ou
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ class Resource:
 class Graph:
     resources: list[Resource]
     outputs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what `pulumi up` would print as warnings
 
     def of_type(self, type_: str) -> list[Resource]:
         return [r for r in self.resources if r.type == type_]
@@ -167,9 +169,12 @@ def run_program(build: Callable[[], Any], stack: str, config: dict[str, str] | N
     """Run ``build`` as a Pulumi program of stack ``stack``; return every registered resource."""
     mocks = RecordingMocks()
     monitor = RecordingMonitor(mocks)
+    engine_log = _RecordingLog()
     runtime_settings.ROOT.set(None)
     pulumi.runtime.set_all_config({f"dicom-ingest:{k}": v for k, v in (config or {}).items()})
-    pulumi.runtime.set_mocks(mocks, project="dicom-ingest", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(
+        mocks, project="dicom-ingest", stack=stack, preview=False, monitor=monitor, logger=engine_log
+    )
     _sync_await(run_pulumi_func(build))
 
     resources = []
@@ -180,4 +185,15 @@ def run_program(build: Callable[[], Any], stack: str, config: dict[str, str] | N
     stack_outputs = {
         key: _sync_await(pulumi.Output.from_input(value).future()) for key, value in root.outputs.items()
     }
-    return Graph(resources, stack_outputs)
+    return Graph(resources, stack_outputs, engine_log.warnings)
+
+
+class _RecordingLog(logging.Logger):
+    """The mock engine's logger: keeps the program's warnings (``pulumi.log.warn``)."""
+
+    def __init__(self) -> None:
+        super().__init__("pulumi-engine", logging.WARNING)
+        self.warnings: list[str] = []
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.warnings.append(str(msg))

@@ -782,6 +782,51 @@ def test_every_failure_mode_has_an_alarm_to_the_topic(dev):
     assert set(grants["cloudwatch.amazonaws.com"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
 
 
+@pytest.mark.parametrize(
+    ("alarm", "namespace", "metric", "dimensions"),
+    [
+        ("workflow-jobs-partial", "DicomIngest/Workflow", "JobsPartial", {"service": "dicom-ingest"}),
+        ("workflow-instances-failed", "DicomIngest/Workflow", "InstancesFailed", {"service": "dicom-ingest"}),
+        ("scp-rejected-associations", "DicomIngest/Scp", "RejectedAssociations", {"Service": "dicom-scp"}),
+    ],
+)
+def test_what_nobody_is_told_raises_an_alarm(graph, alarm, namespace, metric, dimensions):
+    found = graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", f"monitoring-{alarm}").inputs
+    assert (found["namespace"], found["metricName"], found["dimensions"]) == (namespace, metric, dimensions)
+    assert (found["statistic"], found["threshold"], found["comparisonOperator"]) == (
+        "Sum",
+        0,
+        "GreaterThanThreshold",
+    )
+    assert found["treatMissingData"] == "notBreaching"
+    assert found["alarmActions"] == [graph.one("aws:sns/topic:Topic").outputs["arn"]]
+
+
+def test_alarmed_metrics_are_the_ones_the_code_emits():
+    from components.monitoring import SCP_DIMENSIONS, WORKFLOW_DIMENSIONS
+    from handlers.runtime import SERVICE
+
+    record_results = (ROOT / "handlers" / "record_results.py").read_text()
+    assert '"InstancesFailed"' in record_results and 'f"Jobs{status.title()}"' in record_results
+    assert "PARTIAL" in record_results  # -> JobsPartial
+    assert WORKFLOW_DIMENSIONS == {"service": SERVICE}  # Powertools' only dimension
+    assert '"RejectedAssociations"' in (ROOT / "scp" / "metrics.py").read_text()
+    assert f"drain_emf({json.dumps(SCP_DIMENSIONS)}" in (ROOT / "scp" / "server.py").read_text()
+
+
+def test_pulumi_up_warns_when_nobody_gets_the_alarms(dev, prod):
+    assert any(w.startswith("monitoringAlarmEmail is empty") for w in dev.warnings)
+    assert prod.warnings == []  # an e-mail address and two tasks
+
+
+def test_store_failure_metric_matches_the_scp():
+    from components.monitoring import SCP_METRICS_NAMESPACE, SCP_STORE_FAILURES_METRIC
+    from scp.metrics import NAMESPACE
+
+    assert SCP_METRICS_NAMESPACE == NAMESPACE
+    assert SCP_STORE_FAILURES_METRIC in Path(ROOT / "scp" / "metrics.py").read_text()
+
+
 def test_alarm_email_and_dashboard(dev, prod):
     assert dev.of_type("aws:sns/topicSubscription:TopicSubscription") == []
     subscription = prod.one("aws:sns/topicSubscription:TopicSubscription")
