@@ -2,6 +2,8 @@
 
 awsx.ec2.Vpc is a remote component (opaque under mocks), so everything the tests must see (endpoints,
 their security group, flow logs) is built here from plain pulumi_aws resources on the VPC's ids.
+The S3 gateway endpoint goes into every route table of the VPC; an existing VPC that already has
+one keeps it (``s3GatewayEndpoint`` false) and only its prefix list is looked up.
 The Lambda functions run outside the VPC (they reach only AWS APIs); the SCP tasks inside it call
 ECR (image pull), CloudWatch Logs, STS and S3, which is exactly the endpoint set below.
 """
@@ -70,18 +72,25 @@ class Network(pulumi.ComponentResource):
             self.public_subnet_ids = self.vpc.public_subnet_ids
             self.vpc_cidr = pulumi.Output.from_input(settings.vpc_cidr)
 
-        route_tables = aws.ec2.get_route_tables_output(
-            vpc_id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
-        )
-        self.s3_endpoint = aws.ec2.VpcEndpoint(
-            f"{name}-s3",
-            vpc_id=self.vpc_id,
-            service_name=pulumi.Output.concat("com.amazonaws.", args.region, ".s3"),
-            vpc_endpoint_type="Gateway",
-            route_table_ids=route_tables.ids,
-            opts=child,
-        )
-        self.s3_prefix_list_id = self.s3_endpoint.prefix_list_id
+        s3_service = pulumi.Output.concat("com.amazonaws.", args.region, ".s3")
+        self.s3_endpoint = None
+        if settings.s3_gateway_endpoint:
+            route_tables = aws.ec2.get_route_tables_output(
+                vpc_id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
+            )
+            self.s3_endpoint = aws.ec2.VpcEndpoint(
+                f"{name}-s3",
+                vpc_id=self.vpc_id,
+                service_name=s3_service,
+                vpc_endpoint_type="Gateway",
+                route_table_ids=route_tables.ids,
+                opts=child,
+            )
+            self.s3_prefix_list_id = self.s3_endpoint.prefix_list_id
+        else:  # the VPC's own S3 gateway endpoint: only its prefix list, for the tasks' egress rule
+            self.s3_prefix_list_id = aws.ec2.get_prefix_list_output(
+                name=s3_service, opts=pulumi.InvokeOutputOptions(parent=self)
+            ).id
 
         self.endpoint_security_group = None
         self.interface_endpoints: list[aws.ec2.VpcEndpoint] = []

@@ -77,6 +77,10 @@ class NetworkSettings(Settings):
     flow_logs_retention_days: LogRetentionDays = Field(
         90, description="Retention of the VPC flow logs (days)"
     )
+    s3_gateway_endpoint: bool = Field(
+        True,
+        description="Add an S3 gateway endpoint to every route table (false: an existing VPC that has one)",
+    )
 
     @field_validator("vpc_cidr")
     @classmethod
@@ -110,6 +114,13 @@ class NetworkSettings(Settings):
     def _endpoints(cls, v: bool, info: ValidationInfo) -> bool:
         if not v and not info.data.get("vpc_id", "x") and info.data.get("nat_gateways") == "none":
             raise ValueError("a new VPC without NAT gateways needs the interface endpoints to pull images")
+        return v
+
+    @field_validator("s3_gateway_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v and not info.data.get("vpc_id", "x"):
+            raise ValueError("a new VPC needs its S3 gateway endpoint (image layers and the DICOM bucket)")
         return v
 
     @property

@@ -22,6 +22,7 @@ from pulumi.runtime.sync_await import _sync_await
 ACCOUNT = "123456789012"
 REGION = "eu-central-1"
 EXISTING_VPC_CIDR = "10.20.0.0/16"
+EXISTING_S3_PREFIX_LIST = "pl-0e5a4c3b2a1f09876"  # of an existing VPC's own S3 gateway endpoint
 
 
 @dataclass
@@ -142,6 +143,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if token == "aws:ec2/getElasticIp:getElasticIp":  # a documentation address per allocation
             allocation = args.args["id"]
             return {"id": allocation, "publicIp": f"198.51.100.{int(allocation[-2:], 16)}"}
+        if token == "aws:ec2/getPrefixList:getPrefixList":
+            assert args.args["name"] == f"com.amazonaws.{REGION}.s3"
+            return {"id": EXISTING_S3_PREFIX_LIST, "name": args.args["name"], "cidrBlocks": ["52.219.0.0/16"]}
         if token == "aws:ec2/getRouteTables:getRouteTables":
             return {"ids": ["rtb-0aaa0000000000001", "rtb-0aaa0000000000002"], "id": "rt"}
         raise AssertionError(f"unexpected invoke {token}")

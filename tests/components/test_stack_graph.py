@@ -28,7 +28,14 @@ from core.layout import (
 )
 from core.workflow_settings import WorkflowResources
 from tests.components import policies
-from tests.components.pulumi_graph import ACCOUNT, EXISTING_VPC_CIDR, REGION, Graph, run_program
+from tests.components.pulumi_graph import (
+    ACCOUNT,
+    EXISTING_S3_PREFIX_LIST,
+    EXISTING_VPC_CIDR,
+    REGION,
+    Graph,
+    run_program,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:"
@@ -36,6 +43,7 @@ EXISTING_VPC = {
     "networkVpcId": "vpc-0123456789abcdef0",
     "networkPrivateSubnetIds": "subnet-0aaa1111bbbb2222c,subnet-0aaa1111bbbb2222d",
     "networkInterfaceEndpoints": "false",  # this VPC routes to AWS APIs through its own NAT
+    "networkS3GatewayEndpoint": "false",  # and has its own S3 gateway endpoint
     "scpTlsEnabled": "true",
     "scpTlsCertFile": "/tmp/dicom-tls/cert.pem",
     "scpTlsKeyFile": "/tmp/dicom-tls/key.pem",
@@ -184,10 +192,28 @@ def test_existing_vpc_is_used_as_given(existing):
     assert service.inputs["networkConfiguration"]["subnets"] == EXISTING_VPC["networkPrivateSubnetIds"].split(
         ","
     )
-    # No endpoints asked for: only the S3 gateway endpoint, HTTPS egress through the VPC's NAT.
-    assert [e.inputs["vpcEndpointType"] for e in existing.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")] == [
-        "Gateway"
+    # No endpoints asked for (the VPC has its own S3 gateway endpoint and a NAT): none created, and
+    # the tasks' S3 egress rule names the VPC's own endpoint's prefix list.
+    assert existing.of_type("aws:ec2/vpcEndpoint:VpcEndpoint") == []
+    (s3_rule,) = [
+        r
+        for r in existing.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.name.endswith("https-s3")
     ]
+    assert s3_rule.inputs["prefixListId"] == EXISTING_S3_PREFIX_LIST
+
+
+def test_the_s3_gateway_endpoint_goes_into_every_route_table_unless_the_vpc_has_one(prod):
+    (endpoint,) = [
+        e for e in prod.of_type("aws:ec2/vpcEndpoint:VpcEndpoint") if e.inputs["serviceName"].endswith(".s3")
+    ]
+    assert endpoint.inputs["routeTableIds"] == ["rtb-0aaa0000000000001", "rtb-0aaa0000000000002"]
+    (s3_rule,) = [
+        r
+        for r in prod.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")
+        if r.name.endswith("https-s3")
+    ]
+    assert s3_rule.inputs["prefixListId"] == endpoint.outputs["prefixListId"]
 
 
 def test_vpc_flow_logs_go_to_a_retained_log_group(graph):

@@ -295,3 +295,13 @@ def test_tls_material_is_never_stack_config():
 def test_secrets_without_the_scps_tls_are_refused():
     (problem,) = problems_of({"serviceTlsKeySecretArn": f"{SECRET}key-DeF456"})
     assert problem.startswith("serviceTlsKeySecretArn: used only with scpTlsEnabled")
+
+
+def test_only_an_existing_vpc_may_skip_the_s3_gateway_endpoint():
+    config = from_flat({**EXISTING, "networkS3GatewayEndpoint": "false"}, stack="x")
+    assert config.network.s3_gateway_endpoint is False
+    (problem,) = problems_of({"networkS3GatewayEndpoint": "false"})
+    assert (
+        problem.startswith("networkS3GatewayEndpoint:")
+        and "a new VPC needs its S3 gateway endpoint" in problem
+    )
