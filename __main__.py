@@ -16,7 +16,16 @@ values = {key: config.get(key) for key in flat_keys() if config.get(key) is not 
 stack_config = from_flat(values, pulumi.get_stack())
 
 package = write_package(Path(__file__).resolve().parent / "build" / "lambda")
-ingest = DicomIngest("dicom", DicomIngestArgs(config=stack_config, package=package))
+aws_config = pulumi.Config("aws")
+ingest = DicomIngest(
+    "dicom",
+    DicomIngestArgs(
+        config=stack_config,
+        package=package,
+        aws_region=aws_config.get("region"),
+        aws_profile=aws_config.get("profile"),
+    ),
+)
 
 for name, value in ingest.stack_outputs().items():
     pulumi.export(name, value)

@@ -22,7 +22,7 @@ from components.network import Network, NetworkArgs
 from components.scp_service import ScpService, ScpServiceArgs
 from components.storage import Storage, StorageArgs
 from components.workflow import ImportWorkflow, WorkflowArgs
-from core.config import StackConfig, config_warnings
+from core.config import StackConfig, config_warnings, default_tags
 from core.layout import STACK_OUTPUTS
 
 
@@ -30,6 +30,9 @@ from core.layout import STACK_OUTPUTS
 class DicomIngestArgs:
     config: StackConfig
     package: LambdaPackage  # the workflow functions' code (components.lambda_package.write_package)
+    # The stack's `aws:region` / `aws:profile`: an explicit provider does not read them itself.
+    aws_region: str | None = None
+    aws_profile: str | None = None
 
 
 class DicomIngest(pulumi.ComponentResource):
@@ -47,8 +50,18 @@ class DicomIngest(pulumi.ComponentResource):
         self.config = config = args.config
         for warning in config_warnings(config):
             pulumi.log.warn(warning, resource=self)
-        child = pulumi.ResourceOptions(parent=self)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
+        # Every AWS resource (and every block's invokes) goes through this provider: its default tags
+        # (project, stack, cost-center) are the stack's cost allocation.
+        self.tags = default_tags(config)
+        self.provider = aws.Provider(
+            f"{name}-aws",
+            region=args.aws_region,
+            profile=args.aws_profile,
+            default_tags={"tags": self.tags},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        child = pulumi.ResourceOptions(parent=self, providers={"aws": self.provider})
+        invoke = pulumi.InvokeOutputOptions(parent=self, provider=self.provider)
         self.region = aws.get_region_output(opts=invoke).region
         account_id = aws.get_caller_identity_output(opts=invoke).account_id
         partition = aws.get_partition_output(opts=invoke).partition
@@ -56,7 +69,7 @@ class DicomIngest(pulumi.ComponentResource):
 
         endpoints = ("secretsmanager",) if config.service.tls_secrets else ()  # ECS reads the TLS secrets
         self.network = Network(f"{name}-network", NetworkArgs(config.network, self.region, endpoints), child)
-        self.storage = Storage(f"{name}-storage", StorageArgs(config.storage, account_id), child)
+        self.storage = Storage(f"{name}-storage", StorageArgs(config.storage, account_id, self.tags), child)
         self.job_table = JobTable(
             f"{name}-jobs", JobTableArgs(config.jobTable, retain_on_delete=retain), child
         )
@@ -71,6 +84,7 @@ class DicomIngest(pulumi.ComponentResource):
                 partition=partition,
                 kms_key_arn=self.storage.kms_key_arn,
                 retain_on_delete=retain,
+                tags=self.tags,
             ),
             child,
         )
@@ -142,6 +156,7 @@ class DicomIngest(pulumi.ComponentResource):
                 dlq_name=self.workflow.dlq.name,
                 account_id=account_id,
                 partition=partition,
+                cost=config.cost,
             ),
             child,
         )

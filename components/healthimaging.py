@@ -28,6 +28,7 @@ class HealthImagingArgs:
     partition: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str] | None = None  # the buckets' key with SSE-KMS
     retain_on_delete: bool = False
+    tags: dict[str, str] | None = None  # aws-native resources do not get the AWS provider's default tags
 
 
 def import_role_statements(
@@ -72,6 +73,7 @@ class HealthImaging(pulumi.ComponentResource):
                 f"{name}-datastore",
                 datastore_name=settings.datastore_name or f"{pulumi.get_project()}-{pulumi.get_stack()}",
                 kms_key_arn=settings.kms_key_arn or None,
+                tags=args.tags,
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_delete),
             )
             self.datastore_id = self.datastore.datastore_id

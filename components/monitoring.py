@@ -9,7 +9,7 @@ recorded results), Lambda errors per function, and anything in the dead-letter q
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -23,7 +23,19 @@ from core.contracts import (
     WORKFLOW_DIMENSIONS,
     WORKFLOW_METRICS_NAMESPACE,
 )
-from core.stack_settings import MonitoringSettings
+from core.stack_settings import CostSettings, MonitoringSettings
+
+# What the account itself may do with the alarm topic (a topic policy replaces SNS's default one).
+TOPIC_OWNER_ACTIONS = (
+    "sns:GetTopicAttributes",
+    "sns:SetTopicAttributes",
+    "sns:AddPermission",
+    "sns:RemovePermission",
+    "sns:DeleteTopic",
+    "sns:Subscribe",
+    "sns:ListSubscriptionsByTopic",
+    "sns:Publish",
+)
 
 
 @dataclass
@@ -39,6 +51,7 @@ class MonitoringArgs:
     dlq_name: pulumi.Input[str]
     account_id: pulumi.Input[str]
     partition: pulumi.Input[str]
+    cost: CostSettings = field(default_factory=CostSettings)
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -73,18 +86,27 @@ class Monitoring(pulumi.ComponentResource):
                         "Action": "kms:*",
                         "Resource": "*",
                     },
-                    {
-                        "Sid": "CloudWatchPublishes",
-                        "Effect": "Allow",
-                        "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                        "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
-                        "Resource": "*",
-                    },
+                    *[
+                        {
+                            "Sid": f"{label}Publishes",
+                            "Effect": "Allow",
+                            "Principal": {"Service": service},
+                            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                            "Resource": "*",
+                        }
+                        for label, service in self._publishers()
+                    ],
                 ]
             ),
             opts=child,
         )
         self.topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=self.topic_key.arn, opts=child)
+        self.topic_policy = aws.sns.TopicPolicy(
+            f"{name}-alarms-policy",
+            arn=self.topic.arn,
+            policy=document(self._topic_statements()),
+            opts=pulumi.ResourceOptions(parent=self.topic),
+        )
         if settings.alarm_email:
             aws.sns.TopicSubscription(
                 f"{name}-alarm-email",
@@ -224,6 +246,8 @@ class Monitoring(pulumi.ComponentResource):
             period=300,
         )
 
+        self.budget = self._budget() if args.cost.budget_enabled else None
+
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
             dashboard_name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
@@ -239,6 +263,59 @@ class Monitoring(pulumi.ComponentResource):
             self.dashboard.dashboard_name,
         )
         self.register_outputs({"topicArn": self.topic.arn, "dashboardUrl": self.dashboard_url})
+
+    def _publishers(self) -> list[tuple[str, str]]:
+        """The AWS services that publish to the alarm topic (Sid label, service principal)."""
+        budget = [("Budgets", "budgets.amazonaws.com")] if self._args.cost.budget_enabled else []
+        return [("CloudWatch", "cloudwatch.amazonaws.com"), *budget]
+
+    def _topic_statements(self) -> list[dict[str, Any]]:
+        """The account manages the topic; only our alarms (and the budget) publish to it."""
+        a = self._args
+        owner = {"StringEquals": {"aws:SourceAccount": a.account_id}}
+        return [
+            {
+                "Sid": "AccountManages",
+                "Effect": "Allow",
+                "Principal": {
+                    "AWS": pulumi.Output.concat("arn:", a.partition, ":iam::", a.account_id, ":root")
+                },
+                "Action": list(TOPIC_OWNER_ACTIONS),
+                "Resource": self.topic.arn,
+            },
+            *[
+                {
+                    "Sid": f"{label}Publishes",
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": "sns:Publish",
+                    "Resource": self.topic.arn,
+                    "Condition": owner,
+                }
+                for label, service in self._publishers()
+            ],
+        ]
+
+    def _budget(self) -> aws.budgets.Budget:
+        """A monthly cost budget over the resources tagged with this stack; alerts go to the topic."""
+        cost = self._args.cost
+        notify = {
+            "comparison_operator": "GREATER_THAN",
+            "threshold": cost.budget_alert_percent,
+            "threshold_type": "PERCENTAGE",
+            "subscriber_sns_topic_arns": [self.topic.arn],
+        }
+        return aws.budgets.Budget(
+            f"{self._name}-budget",
+            name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+            budget_type="COST",
+            time_unit="MONTHLY",
+            limit_amount=f"{cost.budget_monthly_usd:.2f}",
+            limit_unit="USD",
+            cost_filters=[{"name": "TagKeyValue", "values": [f"user:stack${pulumi.get_stack()}"]}],
+            notifications=[{**notify, "notification_type": kind} for kind in ("ACTUAL", "FORECASTED")],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.topic_policy]),
+        )
 
     def _alarm(
         self,

@@ -25,6 +25,7 @@ from core.stack_settings import StorageSettings
 class StorageArgs:
     settings: StorageSettings
     account_id: pulumi.Input[str]
+    tags: dict[str, str] | None = None  # the stack's default tags, also on the replica region's provider
 
 
 class Storage(pulumi.ComponentResource):
@@ -37,6 +38,7 @@ class Storage(pulumi.ComponentResource):
         super().__init__("dicom-ingest:index:Storage", name, None, opts)
         self._settings = settings = args.settings
         self._account_id = args.account_id
+        self._tags = dict(args.tags or {})
         self._versioning: dict[str, aws.s3.BucketVersioning] = {}  # replication needs versioning first
 
         self.kms_key = None
@@ -203,7 +205,10 @@ class Storage(pulumi.ComponentResource):
         """Results replicated to a bucket in ``replication_region`` through a second provider."""
         s = self._settings
         self.replica_provider = aws.Provider(
-            f"{name}-replica-region", region=s.replication_region, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-replica-region",
+            region=s.replication_region,
+            default_tags={"tags": self._tags},
+            opts=pulumi.ResourceOptions(parent=self),
         )
         replica_key_arn = None
         if self.kms_key_arn is not None:

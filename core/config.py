@@ -23,6 +23,7 @@ from core.config_base import ConfigError, Settings, camel_name
 from core.scp_settings import ScpSettings
 from core.stack_settings import (
     NLB_IDLE_TIMEOUT_SECONDS,
+    CostSettings,
     FunctionsSettings,
     HealthImagingSettings,
     JobTableSettings,
@@ -48,6 +49,7 @@ GROUPS: dict[str, type[Settings]] = {
     "loadBalancer": LoadBalancerSettings,
     "functions": FunctionsSettings,
     "monitoring": MonitoringSettings,
+    "cost": CostSettings,
 }
 
 # SCP settings the Pulumi program sets itself in the container (the stack value is not used).
@@ -84,6 +86,7 @@ class StackConfig(BaseModel):
     loadBalancer: LoadBalancerSettings = LoadBalancerSettings()  # noqa: N815
     functions: FunctionsSettings = FunctionsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    cost: CostSettings = CostSettings()
 
     @model_validator(mode="after")
     def _across_groups(self) -> StackConfig:
@@ -214,6 +217,14 @@ def nlb_idle_timeout(lb: LoadBalancerSettings) -> int:
         [NLB_IDLE_TIMEOUT_SECONDS] if lb.tls_mode == "terminate" else []
     )
     return min(timeouts)
+
+
+def default_tags(config: StackConfig) -> dict[str, str]:
+    """The cost-allocation tags of every resource of the stack (the AWS provider's default tags)."""
+    tags = {"project": PROJECT_NAME, "stack": config.stack}
+    if config.cost.center:
+        tags["cost-center"] = config.cost.center
+    return tags
 
 
 def config_warnings(config: StackConfig) -> list[str]:

@@ -443,3 +443,43 @@ class MonitoringSettings(Settings):
     @classmethod
     def _email(cls, v: str) -> str:
         return optional_match(v, r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address")
+
+
+class CostSettings(Settings):
+    """Cost allocation: the tags on every resource, and an optional monthly budget."""
+
+    center: str = Field(
+        "", description="Value of the cost-center tag on every resource (empty = no such tag)"
+    )
+    budget_enabled: bool = Field(
+        False, description="Create a monthly cost budget over the stack's tagged resources"
+    )
+    budget_monthly_usd: float = Field(
+        0,
+        ge=0,
+        validate_default=True,
+        description="The budget's amount in USD per month (needs budgetEnabled)",
+    )
+    budget_alert_percent: float = Field(
+        80,
+        gt=0,
+        le=1000,
+        description="Alert the alarm topic when actual or forecast cost reaches this % of it",
+    )
+
+    @field_validator("budget_monthly_usd")
+    @classmethod
+    def _amount(cls, v: float, info: ValidationInfo) -> float:
+        enabled = info.data.get("budget_enabled")
+        if enabled and not v:
+            raise ValueError("a budget needs its amount: set the monthly budget in USD (more than 0)")
+        if v and enabled is False:
+            raise ValueError("an amount without a budget: set budget_enabled true, or leave the amount 0")
+        return v
+
+    @field_validator("center")
+    @classmethod
+    def _center(cls, v: str) -> str:
+        return optional_match(
+            v, r"[\w .:/=+@-]{1,256}", "a tag value (1-256 letters, digits, spaces, _ . : / = + - @)"
+        )

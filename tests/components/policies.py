@@ -21,6 +21,7 @@ POLICY_INPUTS = {
     "aws:iam/role:Role": "assumeRolePolicy",
     "aws:s3/bucketPolicy:BucketPolicy": "policy",
     "aws:sqs/queuePolicy:QueuePolicy": "policy",
+    "aws:sns/topicPolicy:TopicPolicy": "policy",
 }
 
 

@@ -34,6 +34,8 @@ class Resource:
     outputs: dict[str, Any]
     parent: str = ""
     retain_on_delete: bool = False
+    provider: str = ""  # the provider reference ("<urn>::<id>") a custom resource was registered with
+    providers: dict[str, str] = field(default_factory=dict)  # a component's package -> provider reference
 
     def json(self, key: str) -> Any:
         """An input holding a JSON document (policies, container definitions, ASL), parsed."""
@@ -154,9 +156,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
 class RecordingMonitor(MockMonitor):
     def __init__(self, mocks: RecordingMocks) -> None:
         super().__init__(mocks)
-        self.options: dict[
-            str, tuple[str, str, str, bool]
-        ] = {}  # urn -> (type, name, parent, retainOnDelete)
+        # urn -> (type, name, parent, retainOnDelete, provider, providers)
+        self.options: dict[str, tuple[str, str, str, bool, str, dict[str, str]]] = {}
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
@@ -165,6 +166,8 @@ class RecordingMonitor(MockMonitor):
             request.name,
             request.parent,
             bool(request.retainOnDelete),
+            request.provider,
+            dict(request.providers),
         )
         return response
 
@@ -182,9 +185,10 @@ def run_program(build: Callable[[], Any], stack: str, config: dict[str, str] | N
     _sync_await(run_pulumi_func(build))
 
     resources = []
-    for urn, (type_, name, parent, retain) in monitor.options.items():
+    for urn, (type_, name, parent, retain, provider, providers) in monitor.options.items():
         inputs, outputs = mocks.created.get((type_, name), ({}, {}))  # components have neither
-        resources.append(Resource(urn, type_, name, inputs, {**outputs, "id": f"{name}-id"}, parent, retain))
+        outputs = {**outputs, "id": f"{name}-id"}
+        resources.append(Resource(urn, type_, name, inputs, outputs, parent, retain, provider, providers))
     root = runtime_settings.get_root_resource()
     stack_outputs = {
         key: _sync_await(pulumi.Output.from_input(value).future()) for key, value in root.outputs.items()

@@ -128,6 +128,7 @@ def test_one_component_per_block_under_dicom_ingest(dev):
     root = dev.one("dicom-ingest:index:DicomIngest")
     blocks = {r.type.rsplit(":", 1)[-1] for r in dev.resources if r.parent == root.urn}
     assert blocks == {
+        "aws",  # the AWS provider with the stack's default tags
         "Network",
         "Storage",
         "JobTable",
@@ -313,7 +314,7 @@ def test_results_bucket_is_versioned_and_kept(graph):
 
 def test_production_replicates_results_to_a_second_region(prod, dev):
     assert dev.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig") == []
-    provider = prod.one("pulumi:providers:aws")
+    provider = prod.one("pulumi:providers:aws", "replica-region")
     assert provider.inputs["region"] == "eu-west-1"
     replication = prod.one("aws:s3/bucketReplicationConfig:BucketReplicationConfig")
     assert (
@@ -863,6 +864,62 @@ def test_alarm_email_and_dashboard(dev, prod):
     body = dev.one("aws:cloudwatch/dashboard:Dashboard").json("dashboardBody")
     titles = {w["properties"]["title"] for w in body["widgets"]}
     assert {"SCP store failures", "Import executions", "Dead-letter queue", "NLB targets"} <= titles
+
+
+# --- cost -------------------------------------------------------------------------------------
+def _provider_tags(graph: Graph) -> dict[str, dict[str, str]]:
+    """Provider reference -> the default tags it puts on every resource it manages."""
+    return {
+        f"{p.urn}::{p.outputs['id']}": json.loads(p.inputs["defaultTags"])["tags"]
+        for p in graph.of_type("pulumi:providers:aws")
+    }
+
+
+def test_every_resource_carries_the_stacks_cost_allocation_tags(graph, request):
+    config = request.getfixturevalue(f"{request.node.callspec.params['graph']}_config")
+    expected = {"project": "dicom-ingest", "stack": config.stack}
+    if config.cost.center:
+        expected["cost-center"] = config.cost.center
+    providers = _provider_tags(graph)
+    assert providers and all(tags == expected for tags in providers.values())
+    custom = [r for r in graph.resources if r.type.startswith("aws:")]
+    assert custom and [r.name for r in custom if providers.get(r.provider) != expected] == []
+    for component in [r for r in graph.resources if r.type.startswith("awsx:")]:  # remote components
+        assert providers[component.providers["aws"]] == expected
+    for native in [r for r in graph.resources if r.type.startswith("aws-native:")]:
+        assert native.inputs["tags"] == expected  # aws-native takes no AWS provider default tags
+    overridden = [
+        f"{r.name}:{k}"
+        for r in custom
+        for k, v in (r.inputs.get("tags") or {}).items()
+        if expected.get(k, v) != v
+    ]
+    assert overridden == []
+
+
+def test_production_has_a_cost_center_and_a_monthly_budget_alerting_the_topic(prod, dev):
+    assert dev.of_type("aws:budgets/budget:Budget") == []
+    budget = prod.one("aws:budgets/budget:Budget").inputs
+    topic = prod.one("aws:sns/topic:Topic").outputs["arn"]
+    assert (budget["budgetType"], budget["timeUnit"]) == ("COST", "MONTHLY")
+    assert (budget["limitAmount"], budget["limitUnit"]) == ("1500.00", "USD")
+    assert budget["costFilters"] == [{"name": "TagKeyValue", "values": ["user:stack$prod"]}]
+    assert {n["notificationType"] for n in budget["notifications"]} == {"ACTUAL", "FORECASTED"}
+    for notification in budget["notifications"]:
+        assert notification["subscriberSnsTopicArns"] == [topic]
+        assert (notification["threshold"], notification["thresholdType"]) == (80, "PERCENTAGE")
+    # Budgets may publish to the (KMS-encrypted) topic: in the topic policy and in the key policy.
+    statements = {
+        s["Sid"]: s for s in prod.one("aws:sns/topicPolicy:TopicPolicy").json("policy")["Statement"]
+    }
+    assert statements["BudgetsPublishes"]["Principal"] == {"Service": "budgets.amazonaws.com"}
+    assert statements["BudgetsPublishes"]["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    key = prod.by_arn(prod.one("aws:sns/topic:Topic").inputs["kmsMasterKeyId"])
+    assert "BudgetsPublishes" in {s["Sid"] for s in key.json("policy")["Statement"]}
+    dev_statements = {
+        s["Sid"] for s in dev.one("aws:sns/topicPolicy:TopicPolicy").json("policy")["Statement"]
+    }
+    assert dev_statements == {"AccountManages", "CloudWatchPublishes"}
 
 
 # --- security policies over the whole graph ---------------------------------------------------

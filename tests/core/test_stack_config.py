@@ -305,3 +305,38 @@ def test_only_an_existing_vpc_may_skip_the_s3_gateway_endpoint():
         problem.startswith("networkS3GatewayEndpoint:")
         and "a new VPC needs its S3 gateway endpoint" in problem
     )
+
+
+def test_a_budget_without_an_amount_is_refused():
+    (problem,) = problems_of({"costBudgetEnabled": "true"})
+    assert problem.startswith("costBudgetMonthlyUsd:") and "a budget needs its amount" in problem
+    (problem,) = problems_of({"costBudgetMonthlyUsd": "500"})
+    assert problem.startswith("costBudgetMonthlyUsd:") and "an amount without a budget" in problem
+    config = from_flat({"costBudgetEnabled": "true", "costBudgetMonthlyUsd": "500"}, stack="x")
+    assert (config.cost.budget_monthly_usd, config.cost.budget_alert_percent) == (500, 80)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("costCenter", "radiology;drop", "is not a tag value"),
+        ("costCenter", "x" * 257, "is not a tag value"),
+        ("costBudgetAlertPercent", "0", "greater than 0"),
+        ("costBudgetMonthlyUsd", "-5", "greater than or equal to 0"),
+    ],
+)
+def test_bad_cost_values_are_one_message(key, value, fragment):
+    (problem,) = problems_of({key: value})
+    assert problem.startswith(f"{key}:") and fragment in problem
+
+
+def test_default_tags_name_project_stack_and_cost_center():
+    from core.config import default_tags
+
+    assert default_tags(from_flat({}, stack="dev")) == {"project": "dicom-ingest", "stack": "dev"}
+    tagged = from_flat({"costCenter": "radiology-4711"}, stack="prod")
+    assert default_tags(tagged) == {
+        "project": "dicom-ingest",
+        "stack": "prod",
+        "cost-center": "radiology-4711",
+    }
