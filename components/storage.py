@@ -92,6 +92,8 @@ class Storage(pulumi.ComponentResource):
         }
         if settings.results_retention_days:
             results_rule["expiration"] = {"days": settings.results_retention_days}
+        if settings.results_transitions:
+            results_rule["transitions"] = settings.results_transitions
         aws.s3.BucketLifecycleConfiguration(
             f"{name}-results-lifecycle",
             bucket=self.results_bucket.id,

@@ -169,7 +169,7 @@ class ImportWorkflow(pulumi.ComponentResource):
                 source_code_hash=args.package.sha256_base64,
                 role=role.arn,
                 timeout=spec.timeout_seconds,
-                memory_size=spec.memory_mb,
+                memory_size=args.functions.memory_mb(spec.name),
                 reserved_concurrent_executions=spec.reserved_concurrency
                 if spec.reserved_concurrency is not None
                 else -1,

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.config_base import Settings
+from core.contracts import function
 from core.validators import LogRetentionDays, cidr, optional_match
 
 # Fargate task sizes within the range this service supports (TaskCPU 1024-4096, memory 2048-8192 MiB):
@@ -154,6 +155,21 @@ class StorageSettings(Settings):
         "", description="Replicate the results bucket to this region (empty = no replication)"
     )
     access_log_retention_days: int = Field(365, ge=1, description="S3 server access logs expire after")
+    results_infrequent_access_days: int = Field(
+        0,
+        ge=0,
+        description="Move import results to S3 Standard-IA after this many days (0 = never; 30 or more)",
+    )
+    results_archive_days: int = Field(
+        0,
+        ge=0,
+        description="Move import results to the archive class after this many days (0 = never)",
+    )
+    results_archive_class: Literal["GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"] = Field(
+        "GLACIER_IR",
+        validate_default=True,
+        description="Storage class of archived import results: GLACIER_IR, GLACIER or DEEP_ARCHIVE",
+    )
     force_destroy: bool = Field(False, description="Let `pulumi destroy` empty and delete the buckets")
     retain_on_delete: bool = Field(
         False,
@@ -179,6 +195,44 @@ class StorageSettings(Settings):
     @classmethod
     def _region(cls, v: str) -> str:
         return optional_match(v, _REGION, "an AWS region like eu-central-1")
+
+    @field_validator("results_infrequent_access_days")
+    @classmethod
+    def _infrequent(cls, v: int) -> int:
+        if 0 < v < 30:
+            raise ValueError("S3 moves objects to Standard-IA after 30 days at the earliest; use 0 or 30+")
+        return v
+
+    @field_validator("results_archive_class")
+    @classmethod
+    def _archive(cls, v: str, info: ValidationInfo) -> str:
+        """Checked here, once both day counts are known (their messages name the day keys)."""
+        archive, infrequent = (
+            info.data.get("results_archive_days"),
+            info.data.get("results_infrequent_access_days"),
+        )
+        retention = info.data.get("results_retention_days")
+        if archive and infrequent and archive < infrequent + 30:
+            raise ValueError(
+                f"results_archive_days ({archive}) must be 30 or more days after "
+                f"results_infrequent_access_days ({infrequent}): S3 keeps objects 30 days in Standard-IA"
+            )
+        for days, key in ((archive, "results_archive_days"), (infrequent, "results_infrequent_access_days")):
+            if days and retention and days >= retention:
+                raise ValueError(f"{key} ({days}) is not before results_retention_days ({retention})")
+        return v
+
+    @property
+    def results_transitions(self) -> list[dict[str, object]]:
+        """The results bucket's lifecycle transitions, in day order."""
+        transitions = []
+        if self.results_infrequent_access_days:
+            transitions.append({"days": self.results_infrequent_access_days, "storage_class": "STANDARD_IA"})
+        if self.results_archive_days:
+            transitions.append(
+                {"days": self.results_archive_days, "storage_class": self.results_archive_class}
+            )
+        return transitions
 
 
 class JobTableSettings(Settings):
@@ -420,6 +474,33 @@ class FunctionsSettings(Settings):
         90, description="Retention of the functions' and workflow's logs"
     )
     sweeper_schedule: str = Field("rate(15 minutes)", description="EventBridge schedule of the sweeper")
+    trigger_memory_mb: int = Field(
+        function("trigger").memory_mb, ge=128, le=10240, description="Memory (MB) of the trigger function"
+    )
+    start_import_memory_mb: int = Field(
+        function("start_import").memory_mb,
+        ge=128,
+        le=10240,
+        description="Memory (MB) of the start-import function",
+    )
+    check_status_memory_mb: int = Field(
+        function("check_status").memory_mb,
+        ge=128,
+        le=10240,
+        description="Memory (MB) of the check-status function",
+    )
+    record_results_memory_mb: int = Field(
+        function("record_results").memory_mb,
+        ge=128,
+        le=10240,
+        description="Memory (MB) of the record-results function",
+    )
+    failure_memory_mb: int = Field(
+        function("failure").memory_mb, ge=128, le=10240, description="Memory (MB) of the failure function"
+    )
+    sweeper_memory_mb: int = Field(
+        function("sweeper").memory_mb, ge=128, le=10240, description="Memory (MB) of the sweeper function"
+    )
 
     @field_validator("sweeper_schedule")
     @classmethod
@@ -427,6 +508,10 @@ class FunctionsSettings(Settings):
         if not re.fullmatch(r"(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\(.+\))", v):
             raise ValueError(f"{v!r} is not a schedule like rate(15 minutes) or cron(0/15 * * * ? *)")
         return v
+
+    def memory_mb(self, function_name: str) -> int:
+        """The configured memory of one of ``layout.FUNCTIONS`` (Lambda CPU grows with it)."""
+        return getattr(self, f"{function_name}_memory_mb")
 
 
 class MonitoringSettings(Settings):

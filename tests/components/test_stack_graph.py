@@ -312,6 +312,21 @@ def test_results_bucket_is_versioned_and_kept(graph):
     assert rule["expiration"]["days"] == 3650 and rule["noncurrentVersionExpiration"]["noncurrentDays"] == 90
 
 
+def test_production_moves_old_results_to_cheaper_storage_classes(prod, dev):
+    def rule(graph):
+        (found,) = child_of_bucket(
+            graph, "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration", "results"
+        ).inputs["rules"]
+        return found
+
+    assert rule(prod)["transitions"] == [
+        {"days": 30, "storageClass": "STANDARD_IA"},
+        {"days": 180, "storageClass": "GLACIER_IR"},
+    ]
+    assert rule(prod)["expiration"] == {"days": 3650}  # transitions come before the expiry
+    assert "transitions" not in rule(dev)
+
+
 def test_production_replicates_results_to_a_second_region(prod, dev):
     assert dev.of_type("aws:s3/bucketReplicationConfig:BucketReplicationConfig") == []
     provider = prod.one("pulumi:providers:aws", "replica-region")
@@ -407,6 +422,17 @@ def test_one_function_per_spec_with_its_sizes(dev, dev_config, package):
         assert fn["loggingConfig"] == {"logFormat": "JSON", "logGroup": group.outputs["name"]}
         assert group.inputs["retentionInDays"] == 14
     assert functions["start_import"].inputs["reservedConcurrentExecutions"] == 1
+
+
+def test_function_memory_is_configurable_per_function(prod, prod_config):
+    functions = _functions(prod)
+    assert (
+        functions["start_import"].inputs["memorySize"] == prod_config.functions.start_import_memory_mb == 2048
+    )
+    for spec in FUNCTIONS:
+        assert functions[spec.name].inputs["memorySize"] == prod_config.functions.memory_mb(spec.name)
+        if spec.name != "start_import":
+            assert functions[spec.name].inputs["memorySize"] == spec.memory_mb
 
 
 def test_function_environment_is_the_workflow_model(dev, dev_config):

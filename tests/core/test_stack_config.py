@@ -340,3 +340,51 @@ def test_default_tags_name_project_stack_and_cost_center():
         "stack": "prod",
         "cost-center": "radiology-4711",
     }
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "fragment"),
+    [
+        ({"storageResultsInfrequentAccessDays": "10"}, "storageResultsInfrequentAccessDays", "use 0 or 30+"),
+        (
+            {"storageResultsInfrequentAccessDays": "30", "storageResultsArchiveDays": "45"},
+            "storageResultsArchiveClass",
+            "must be 30 or more days after",
+        ),
+        (
+            {"storageResultsArchiveDays": "400", "storageResultsRetentionDays": "365"},
+            "storageResultsArchiveClass",
+            "results_archive_days (400) is not before results_retention_days (365)",
+        ),
+        ({"storageResultsArchiveClass": "ONEZONE_IA"}, "storageResultsArchiveClass", "GLACIER_IR"),
+    ],
+)
+def test_bad_storage_class_transitions_are_one_message(values, key, fragment):
+    (problem,) = problems_of(values)
+    assert problem.startswith(f"{key}:") and fragment in problem
+
+
+def test_results_transitions_are_in_day_order():
+    config = from_flat(
+        {"storageResultsInfrequentAccessDays": "30", "storageResultsArchiveDays": "365",
+         "storageResultsArchiveClass": "DEEP_ARCHIVE"},
+        stack="x",
+    )  # fmt: skip
+    assert config.storage.results_transitions == [
+        {"days": 30, "storage_class": "STANDARD_IA"},
+        {"days": 365, "storage_class": "DEEP_ARCHIVE"},
+    ]
+    assert from_flat({}, stack="x").storage.results_transitions == []
+
+
+def test_every_function_has_a_memory_setting_defaulting_to_its_spec():
+    from core.layout import FUNCTIONS
+
+    functions = from_flat({"functionsSweeperMemoryMb": "256"}, stack="x").functions
+    assert {spec.name: functions.memory_mb(spec.name) for spec in FUNCTIONS} == {
+        spec.name: 256 if spec.name == "sweeper" else spec.memory_mb for spec in FUNCTIONS
+    }
+    (problem,) = problems_of({"functionsRecordResultsMemoryMb": "64"})
+    assert problem.startswith("functionsRecordResultsMemoryMb:") and "128" in problem
+    (problem,) = problems_of({"functionsTriggerMemoryMb": "20000"})
+    assert problem.startswith("functionsTriggerMemoryMb:") and "10240" in problem
