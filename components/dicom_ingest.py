@@ -1,7 +1,9 @@
 """DicomIngest: the whole gateway as one component, composed of one component per architectural block.
 
-    Network -> Storage -> JobTable -> HealthImaging -> ImportWorkflow
+    Storage -> Network -> JobTable -> HealthImaging -> ImportWorkflow
             -> LoadBalancer -> ScpService -> Monitoring
+
+Storage comes first: its KMS key (storageKmsAllStores) also encrypts the other blocks' stores.
 
 ``__main__.py`` builds it from the stack config and exports ``stack_outputs()``.
 """
@@ -67,11 +69,38 @@ class DicomIngest(pulumi.ComponentResource):
         partition = aws.get_partition_output(opts=invoke).partition
         retain = config.storage.retain_on_delete
 
+        keys = config.storage
+        self.storage = Storage(
+            f"{name}-storage",
+            StorageArgs(
+                keys,
+                account_id,
+                self.tags,
+                key_for_logs=keys.kms_all_stores and not keys.logs_kms_key_arn,
+                region=self.region,
+                partition=partition,
+            ),
+            child,
+        )
+        # The customer key of each store: its own setting, else (storageKmsAllStores) the buckets' key.
+        stack_key = self.storage.kms_key_arn if keys.kms_all_stores else None
+
+        def store_key(own: str) -> pulumi.Input[str] | None:
+            return own or stack_key
+
+        logs_key = store_key(keys.logs_kms_key_arn)
+        table_key = store_key(config.jobTable.kms_key_arn)
+        datastore_key = (
+            None if config.healthImaging.datastore_id else store_key(config.healthImaging.kms_key_arn)
+        )
         endpoints = ("secretsmanager",) if config.service.tls_secrets else ()  # ECS reads the TLS secrets
-        self.network = Network(f"{name}-network", NetworkArgs(config.network, self.region, endpoints), child)
-        self.storage = Storage(f"{name}-storage", StorageArgs(config.storage, account_id, self.tags), child)
+        self.network = Network(
+            f"{name}-network", NetworkArgs(config.network, self.region, endpoints, logs_key), child
+        )
         self.job_table = JobTable(
-            f"{name}-jobs", JobTableArgs(config.jobTable, retain_on_delete=retain), child
+            f"{name}-jobs",
+            JobTableArgs(config.jobTable, retain_on_delete=retain, kms_key_arn=table_key),
+            child,
         )
         self.healthimaging = HealthImaging(
             f"{name}-ahi",
@@ -85,6 +114,7 @@ class DicomIngest(pulumi.ComponentResource):
                 kms_key_arn=self.storage.kms_key_arn,
                 retain_on_delete=retain,
                 tags=self.tags,
+                datastore_kms_key_arn=datastore_key,
             ),
             child,
         )
@@ -104,6 +134,9 @@ class DicomIngest(pulumi.ComponentResource):
                 region=self.region,
                 partition=partition,
                 kms_key_arn=self.storage.kms_key_arn,
+                logs_kms_key_arn=logs_key,
+                table_kms_key_arn=table_key,
+                datastore_kms_key_arn=datastore_key,
             ),
             child,
         )
@@ -137,6 +170,8 @@ class DicomIngest(pulumi.ComponentResource):
                 region=self.region,
                 kms_key_arn=self.storage.kms_key_arn,
                 force_destroy=config.storage.force_destroy,
+                repository_kms_key_arn=store_key(config.service.repository_kms_key_arn),
+                logs_kms_key_arn=logs_key,
             ),
             child,
         )

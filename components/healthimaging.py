@@ -29,6 +29,7 @@ class HealthImagingArgs:
     kms_key_arn: pulumi.Input[str] | None = None  # the buckets' key with SSE-KMS
     retain_on_delete: bool = False
     tags: dict[str, str] | None = None  # aws-native resources do not get the AWS provider's default tags
+    datastore_kms_key_arn: pulumi.Input[str] | None = None  # of a created datastore (None: AWS-owned key)
 
 
 def import_role_statements(
@@ -72,7 +73,7 @@ class HealthImaging(pulumi.ComponentResource):
             self.datastore = aws_native.healthimaging.Datastore(
                 f"{name}-datastore",
                 datastore_name=settings.datastore_name or f"{pulumi.get_project()}-{pulumi.get_stack()}",
-                kms_key_arn=settings.kms_key_arn or None,
+                kms_key_arn=args.datastore_kms_key_arn,
                 tags=args.tags,
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_delete),
             )

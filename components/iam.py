@@ -110,3 +110,43 @@ def kms_use(key_arns: Sequence[Any], *, encrypt: bool, decrypt: bool) -> list[St
         return []
     actions = (["kms:GenerateDataKey"] if encrypt else []) + (["kms:Decrypt"] if decrypt else [])
     return [allow("UseDataKeys", actions, key_arns)]
+
+
+def account_administers(account_id: pulumi.Input[str], partition: pulumi.Input[str]) -> Statement:
+    """The first statement of every key policy we write: the account administers the key, so IAM
+    policies decide who uses it (in a key policy ``Resource: "*"`` means "this key")."""
+    return {
+        "Sid": "AccountAdministers",
+        "Effect": "Allow",
+        "Principal": {"AWS": pulumi.Output.concat("arn:", partition, ":iam::", account_id, ":root")},
+        "Action": "kms:*",
+        "Resource": "*",
+    }
+
+
+def logs_encrypt(
+    region: pulumi.Input[str], account_id: pulumi.Input[str], partition: pulumi.Input[str]
+) -> Statement:
+    """Key policy statement that lets CloudWatch Logs encrypt this account's log groups in ``region``."""
+    return {
+        "Sid": "CloudWatchLogsEncrypts",
+        "Effect": "Allow",
+        "Principal": {"Service": pulumi.Output.concat("logs.", region, ".amazonaws.com")},
+        "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
+        "Resource": "*",
+        "Condition": {
+            "ArnLike": {
+                "kms:EncryptionContext:aws:logs:arn": pulumi.Output.concat(
+                    "arn:", partition, ":logs:", region, ":", account_id, ":log-group:*"
+                )
+            }
+        },
+    }
+
+
+def key_use_via(
+    sid: str, key_arn: pulumi.Input[str], actions: Sequence[str], service: str, region: pulumi.Input[str]
+) -> Statement:
+    """Use of a customer key only through one AWS service (``kms:ViaService``), e.g. dynamodb."""
+    via = pulumi.Output.concat(f"{service}.", region, ".amazonaws.com")
+    return allow(sid, actions, [key_arn], {"StringEquals": {"kms:ViaService": via}})

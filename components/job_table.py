@@ -15,6 +15,7 @@ from core.stack_settings import JobTableSettings
 class JobTableArgs:
     settings: JobTableSettings
     retain_on_delete: bool = False
+    kms_key_arn: pulumi.Input[str] | None = None  # the customer key to use (None: the AWS-managed key)
 
 
 def key_attributes() -> list[str]:
@@ -32,8 +33,8 @@ class JobTable(pulumi.ComponentResource):
         super().__init__("dicom-ingest:index:JobTable", name, None, opts)
         settings = args.settings
         encryption: dict = {"enabled": True}
-        if settings.kms_key_arn:
-            encryption["kms_key_arn"] = settings.kms_key_arn
+        if args.kms_key_arn is not None:
+            encryption["kms_key_arn"] = args.kms_key_arn
         self.table = aws.dynamodb.Table(
             f"{name}-jobs",
             billing_mode="PAY_PER_REQUEST",

@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import document
+from components.iam import account_administers, document
 from core.contracts import (
     SCP_DIMENSIONS,
     SCP_METRICS_NAMESPACE,
@@ -75,17 +75,7 @@ class Monitoring(pulumi.ComponentResource):
             deletion_window_in_days=30,
             policy=document(
                 [
-                    {
-                        "Sid": "AccountAdministers",
-                        "Effect": "Allow",
-                        "Principal": {
-                            "AWS": pulumi.Output.concat(
-                                "arn:", args.partition, ":iam::", args.account_id, ":root"
-                            )
-                        },
-                        "Action": "kms:*",
-                        "Resource": "*",
-                    },
+                    account_administers(args.account_id, args.partition),
                     *[
                         {
                             "Sid": f"{label}Publishes",

@@ -29,6 +29,7 @@ class NetworkArgs:
     settings: NetworkSettings
     region: pulumi.Input[str]
     extra_endpoint_services: tuple[str, ...] = ()  # e.g. secretsmanager when the task reads secrets
+    logs_kms_key_arn: pulumi.Input[str] | None = None  # of the flow logs' group
 
 
 class Network(pulumi.ComponentResource):
@@ -119,7 +120,10 @@ class Network(pulumi.ComponentResource):
             ]
 
         self.flow_log_group = aws.cloudwatch.LogGroup(
-            f"{name}-flow-logs", retention_in_days=settings.flow_logs_retention_days, opts=child
+            f"{name}-flow-logs",
+            retention_in_days=settings.flow_logs_retention_days,
+            kms_key_id=args.logs_kms_key_arn,
+            opts=child,
         )
         self.flow_log_role = service_role(
             f"{name}-flow-logs",

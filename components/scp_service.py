@@ -18,7 +18,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_awsx as awsx
 
-from components.iam import ECR_LOGIN_ACTIONS, allow, kms_use, service_role
+from components.iam import ECR_LOGIN_ACTIONS, allow, key_use_via, kms_use, service_role
 from components.load_balancer import ListenerPlan
 from core.config import deployed_scp_settings
 from core.config_base import env_name
@@ -116,6 +116,8 @@ class ScpServiceArgs:
     region: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str] | None = None
     force_destroy: bool = False
+    repository_kms_key_arn: pulumi.Input[str] | None = None  # None: AES256
+    logs_kms_key_arn: pulumi.Input[str] | None = None  # None: CloudWatch Logs' own encryption
 
 
 class ScpService(pulumi.ComponentResource):
@@ -138,7 +140,11 @@ class ScpService(pulumi.ComponentResource):
                 f"{name}-repository",
                 image_scanning_configuration={"scan_on_push": True},
                 image_tag_mutability="MUTABLE",
-                encryption_configurations=[{"encryption_type": "AES256"}],
+                encryption_configurations=[
+                    {"encryption_type": "KMS", "kms_key": args.repository_kms_key_arn}
+                    if args.repository_kms_key_arn is not None
+                    else {"encryption_type": "AES256"}
+                ],
                 force_delete=args.force_destroy,
                 opts=child,
             )
@@ -184,7 +190,10 @@ class ScpService(pulumi.ComponentResource):
             opts=child,
         )
         self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs", retention_in_days=service.log_retention_days, opts=child
+            f"{name}-logs",
+            retention_in_days=service.log_retention_days,
+            kms_key_id=args.logs_kms_key_arn,
+            opts=child,
         )
 
         bucket = args.dicom_bucket
@@ -330,13 +339,13 @@ class ScpService(pulumi.ComponentResource):
             return []
         statements = [allow("ReadTlsSecrets", ["secretsmanager:GetSecretValue"], arns)]
         if service.secrets_kms_key_arn:
-            via = pulumi.Output.concat("secretsmanager.", region, ".amazonaws.com")
             statements.append(
-                allow(
+                key_use_via(
                     "DecryptTlsSecrets",
+                    service.secrets_kms_key_arn,
                     ["kms:Decrypt"],
-                    [service.secrets_kms_key_arn],
-                    {"StringEquals": {"kms:ViaService": via}},
+                    "secretsmanager",
+                    region,
                 )
             )
         return statements

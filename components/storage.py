@@ -15,7 +15,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import allow, document, kms_use, service_role, tls_only
+from components.iam import account_administers, allow, document, kms_use, logs_encrypt, service_role, tls_only
 from core.contracts import IMPORTED_TAG
 from core.layout import BATCHES_PREFIX, INCOMING_PREFIX, QUARANTINE_PREFIX
 from core.stack_settings import StorageSettings
@@ -26,6 +26,10 @@ class StorageArgs:
     settings: StorageSettings
     account_id: pulumi.Input[str]
     tags: dict[str, str] | None = None  # the stack's default tags, also on the replica region's provider
+    # The created key also encrypts log groups (storageKmsAllStores): its policy must let CloudWatch Logs.
+    key_for_logs: bool = False
+    region: pulumi.Input[str] = ""
+    partition: pulumi.Input[str] = "aws"
 
 
 class Storage(pulumi.ComponentResource):
@@ -47,11 +51,20 @@ class Storage(pulumi.ComponentResource):
             if settings.kms_key_arn:
                 self.kms_key_arn = pulumi.Output.from_input(settings.kms_key_arn)
             else:
+                policy = None
+                if args.key_for_logs:
+                    policy = document(
+                        [
+                            account_administers(args.account_id, args.partition),
+                            logs_encrypt(args.region, args.account_id, args.partition),
+                        ]
+                    )
                 self.kms_key = aws.kms.Key(
                     f"{name}-key",
-                    description="DICOM gateway buckets and queue",
+                    description="DICOM gateway data stores",
                     enable_key_rotation=True,
                     deletion_window_in_days=30,
+                    policy=policy,
                     opts=self._data_opts(),
                 )
                 self.kms_key_arn = self.kms_key.arn

@@ -20,6 +20,7 @@ from components.iam import (
     XRAY_ACTIONS,
     allow,
     document,
+    key_use_via,
     kms_use,
     service_role,
     tls_only,
@@ -44,6 +45,10 @@ POWERTOOLS_ENV = {
     "POWERTOOLS_LOG_LEVEL": "INFO",
     "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",  # responses may carry DICOM attributes
 }
+# What a caller needs of a customer key through DynamoDB (the job table) and HealthImaging (the
+# datastore: its developer guide lists DescribeKey, GenerateDataKey, Decrypt and CreateGrant).
+TABLE_KEY_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey")
+DATASTORE_KEY_ACTIONS = ("kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt", "kms:CreateGrant")
 
 # What each function may touch. A function missing here fails the deployment (and a test).
 FUNCTION_ACCESS: dict[str, frozenset[str]] = {
@@ -86,6 +91,9 @@ class WorkflowArgs:
     region: pulumi.Input[str]
     partition: pulumi.Input[str]
     kms_key_arn: pulumi.Input[str] | None = None
+    logs_kms_key_arn: pulumi.Input[str] | None = None  # of every log group (None: CloudWatch Logs' own)
+    table_kms_key_arn: pulumi.Input[str] | None = None  # the job table's customer key
+    datastore_kms_key_arn: pulumi.Input[str] | None = None  # the datastore's customer key
 
 
 class ImportWorkflow(pulumi.ComponentResource):
@@ -150,7 +158,10 @@ class ImportWorkflow(pulumi.ComponentResource):
         for spec in FUNCTIONS:
             fn_name = spec.resource_name(name)
             log_group = aws.cloudwatch.LogGroup(
-                f"{fn_name}-logs", retention_in_days=args.functions.log_retention_days, opts=child
+                f"{fn_name}-logs",
+                retention_in_days=args.functions.log_retention_days,
+                kms_key_id=args.logs_kms_key_arn,
+                opts=child,
             )
             role = service_role(
                 fn_name,
@@ -279,6 +290,21 @@ class ImportWorkflow(pulumi.ComponentResource):
         }
         if uses_kms and a.kms_key_arn is not None:
             statements += kms_use([a.kms_key_arn], encrypt=True, decrypt=True)
+        access = FUNCTION_ACCESS[function_name]
+        if "table" in access and a.table_kms_key_arn is not None:
+            statements.append(
+                key_use_via("JobTableKey", a.table_kms_key_arn, TABLE_KEY_ACTIONS, "dynamodb", a.region)
+            )
+        if access & {"start_import_job", "get_import_job"} and a.datastore_kms_key_arn is not None:
+            statements.append(
+                key_use_via(
+                    "DatastoreKey",
+                    a.datastore_kms_key_arn,
+                    DATASTORE_KEY_ACTIONS,
+                    "medical-imaging",
+                    a.region,
+                )
+            )
         return statements
 
     def _state_machine(self, name: str) -> None:
@@ -287,6 +313,7 @@ class ImportWorkflow(pulumi.ComponentResource):
             f"{name}-state-machine-logs",
             name=f"/aws/vendedlogs/states/{self.state_machine_name}",
             retention_in_days=a.functions.log_retention_days,
+            kms_key_id=a.logs_kms_key_arn,
             opts=pulumi.ResourceOptions(parent=self),
         )
         invoked = [self.functions[n].arn for n in STATE_MACHINE_FUNCTIONS]

@@ -170,6 +170,14 @@ class StorageSettings(Settings):
         validate_default=True,
         description="Storage class of archived import results: GLACIER_IR, GLACIER or DEEP_ARCHIVE",
     )
+    kms_all_stores: bool = Field(
+        False,
+        description="Encrypt the job table, datastore, ECR repository and log groups with the buckets' "
+        "KMS key too (needs sse-kms; a store's own key setting wins)",
+    )
+    logs_kms_key_arn: str = Field(
+        "", description="Customer KMS key of every log group (empty = CloudWatch Logs' own encryption)"
+    )
     force_destroy: bool = Field(False, description="Let `pulumi destroy` empty and delete the buckets")
     retain_on_delete: bool = Field(
         False,
@@ -182,6 +190,18 @@ class StorageSettings(Settings):
     def _key(cls, v: str, info: ValidationInfo) -> str:
         if v and info.data.get("encryption") == "sse-s3":
             raise ValueError("a KMS key is used only with encryption sse-kms")
+        return _arn(v, "kms")
+
+    @field_validator("kms_all_stores")
+    @classmethod
+    def _all_stores(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("encryption") == "sse-s3":
+            raise ValueError("the buckets' KMS key is used everywhere only with encryption sse-kms")
+        return v
+
+    @field_validator("logs_kms_key_arn")
+    @classmethod
+    def _logs_key(cls, v: str) -> str:
         return _arn(v, "kms")
 
     @field_validator("retain_on_delete")
@@ -309,6 +329,9 @@ class ServiceSettings(Settings):
     tls_ca_secret_arn: str = Field(
         "", description="Secrets Manager secret (full ARN) holding the PEM CA bundle for client certificates"
     )
+    repository_kms_key_arn: str = Field(
+        "", description="Customer KMS key of the ECR repository the stack creates (empty = AES256)"
+    )
     secrets_kms_key_arn: str = Field(
         "", description="Customer KMS key of those secrets (empty = the AWS-managed aws/secretsmanager key)"
     )
@@ -326,6 +349,13 @@ class ServiceSettings(Settings):
     @field_validator("secrets_kms_key_arn")
     @classmethod
     def _secrets_key(cls, v: str) -> str:
+        return _arn(v, "kms")
+
+    @field_validator("repository_kms_key_arn")
+    @classmethod
+    def _repository_key(cls, v: str, info: ValidationInfo) -> str:
+        if v and info.data.get("image_uri"):
+            raise ValueError("applies only to the repository the stack creates, not to image_uri")
         return _arn(v, "kms")
 
     @property

@@ -123,3 +123,32 @@ def open_ingress(graph: Graph, public: bool) -> list[str]:
         if cidr and ipaddress.ip_network(cidr).prefixlen == 0 and not public:
             problems.append(f"{name}: ingress from {cidr}")
     return problems
+
+
+def stores_without_customer_key(graph: Graph) -> list[str]:
+    """Every store whose data is not under a customer-managed KMS key (SSE-S3, AWS-owned or
+    AWS-managed keys). The S3 access-log bucket can only be SSE-S3 (S3 log delivery needs it)."""
+    problems = []
+    sse = _bucket_children(
+        graph, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
+    for bucket in graph.of_type("aws:s3/bucket:Bucket"):
+        rules = sse[bucket.outputs["id"]].inputs["rules"]
+        if any(r["applyServerSideEncryptionByDefault"].get("kmsMasterKeyId") is None for r in rules):
+            problems.append(f"{bucket.name}: bucket")
+    checks = {
+        "aws:dynamodb/table:Table": lambda i: i.get("serverSideEncryption", {}).get("kmsKeyArn"),
+        "aws-native:healthimaging:Datastore": lambda i: i.get("kmsKeyArn"),
+        "aws:ecr/repository:Repository": lambda i: all(
+            c.get("encryptionType") == "KMS" and c.get("kmsKey")
+            for c in i.get("encryptionConfigurations", [])
+        ),
+        "aws:cloudwatch/logGroup:LogGroup": lambda i: i.get("kmsKeyId"),
+        "aws:sqs/queue:Queue": lambda i: i.get("kmsMasterKeyId"),
+        "aws:sns/topic:Topic": lambda i: i.get("kmsMasterKeyId"),
+    }
+    for type_, has_key in checks.items():
+        for resource in graph.of_type(type_):
+            if not has_key(resource.inputs):
+                problems.append(f"{resource.name}: {type_.rsplit(':', 1)[-1].lower()}")
+    return problems

@@ -80,3 +80,32 @@ def test_world_open_ingress_is_reported_unless_public():
     )
     assert policies.open_ingress(graph, public=False) == ["r: ingress from 0.0.0.0/0"]
     assert policies.open_ingress(graph, public=True) == []
+
+
+def test_stores_without_a_customer_key_are_reported():
+    sse = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+
+    def encryption(bucket_id: str, default: dict) -> Resource:
+        rules = {"bucket": bucket_id, "rules": [{"applyServerSideEncryptionByDefault": default}]}
+        return Resource(f"urn:{bucket_id}-sse", sse, f"{bucket_id}-sse", rules, {})
+
+    graph = Graph(
+        [
+            Resource("urn:a", "aws:s3/bucket:Bucket", "a", {}, {"id": "a-id"}),
+            encryption("a-id", {"sseAlgorithm": "AES256"}),
+            Resource("urn:b", "aws:s3/bucket:Bucket", "b", {}, {"id": "b-id"}),
+            encryption("b-id", {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": "arn:aws:kms:x"}),
+            Resource(
+                "urn:t", "aws:dynamodb/table:Table", "t", {"serverSideEncryption": {"enabled": True}}, {}
+            ),
+            Resource("urn:l", "aws:cloudwatch/logGroup:LogGroup", "l", {"kmsKeyId": "arn:aws:kms:x"}, {}),
+            Resource(
+                "urn:r",
+                "aws:ecr/repository:Repository",
+                "r",
+                {"encryptionConfigurations": [{"encryptionType": "AES256"}]},
+                {},
+            ),
+        ]
+    )
+    assert policies.stores_without_customer_key(graph) == ["a: bucket", "t: table", "r: repository"]

@@ -354,6 +354,60 @@ def test_production_keeps_data_when_the_stack_is_destroyed(prod, dev):
     assert all(b.inputs["forceDestroy"] is False for b in prod.of_type(S3))
 
 
+def test_production_keeps_every_store_under_a_customer_key(prod, dev):
+    # The one exception: S3 server access logs can only be delivered to an SSE-S3 bucket.
+    assert policies.stores_without_customer_key(prod) == ["dicom-storage-access-logs: bucket"]
+    missing = policies.stores_without_customer_key(dev)  # the defaults: AWS-managed and -owned keys
+    assert {"dicom-jobs-jobs: table", "dicom-scp-repository: repository", "dicom-scp-logs: loggroup"} <= set(
+        missing
+    )
+
+
+def test_the_stack_key_encrypts_table_datastore_repository_and_logs_in_production(prod):
+    key = prod.one("aws:kms/key:Key", "storage-key")
+    arn = key.outputs["arn"]
+    assert prod.one("aws:dynamodb/table:Table").inputs["serverSideEncryption"] == {
+        "enabled": True,
+        "kmsKeyArn": arn,
+    }
+    assert prod.one("aws-native:healthimaging:Datastore").inputs["kmsKeyArn"] == arn
+    assert prod.one("aws:ecr/repository:Repository").inputs["encryptionConfigurations"] == [
+        {"encryptionType": "KMS", "kmsKey": arn}
+    ]
+    assert {g.inputs["kmsKeyId"] for g in prod.of_type("aws:cloudwatch/logGroup:LogGroup")} == {arn}
+    # CloudWatch Logs may use the key, for this account's log groups in this region only.
+    statements = {s["Sid"]: s for s in key.json("policy")["Statement"]}
+    logs = statements["CloudWatchLogsEncrypts"]
+    assert logs["Principal"] == {"Service": f"logs.{REGION}.amazonaws.com"}
+    assert logs["Condition"] == {
+        "ArnLike": {"kms:EncryptionContext:aws:logs:arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*"}
+    }
+    assert statements["AccountAdministers"]["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
+
+
+def test_functions_use_the_table_and_datastore_keys_only_through_those_services(prod, dev):
+    key = prod.one("aws:kms/key:Key", "storage-key").outputs["arn"]
+
+    def sids(graph, fn):
+        return {s["Sid"]: s for s in statements_of(graph, f"workflow-{fn}-policy")}
+
+    for fn in ("trigger", "start-import", "check-status", "record-results", "failure"):
+        table_key = sids(prod, fn)["JobTableKey"]
+        assert table_key["Resource"] == [key]
+        assert table_key["Condition"] == {
+            "StringEquals": {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"}
+        }
+    for fn in ("start-import", "check-status", "record-results"):
+        datastore_key = sids(prod, fn)["DatastoreKey"]
+        assert "kms:CreateGrant" in datastore_key["Action"] and datastore_key["Resource"] == [key]
+        assert (
+            datastore_key["Condition"]["StringEquals"]["kms:ViaService"]
+            == f"medical-imaging.{REGION}.amazonaws.com"
+        )
+    assert {"JobTableKey", "DatastoreKey"}.isdisjoint(sids(prod, "sweeper"))  # touches neither
+    assert {"JobTableKey", "DatastoreKey"}.isdisjoint(sids(dev, "start-import"))
+
+
 # --- job table --------------------------------------------------------------------------------
 def test_job_table_follows_the_layout(dev, prod):
     table = dev.one("aws:dynamodb/table:Table")

@@ -388,3 +388,26 @@ def test_every_function_has_a_memory_setting_defaulting_to_its_spec():
     assert problem.startswith("functionsRecordResultsMemoryMb:") and "128" in problem
     (problem,) = problems_of({"functionsTriggerMemoryMb": "20000"})
     assert problem.startswith("functionsTriggerMemoryMb:") and "10240" in problem
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "fragment"),
+    [
+        ({"storageKmsAllStores": "true"}, "storageKmsAllStores", "only with encryption sse-kms"),
+        ({"storageLogsKmsKeyArn": "arn:aws:s3:::logs"}, "storageLogsKmsKeyArn", "ARN of the kms service"),
+        (
+            {"serviceRepositoryKmsKeyArn": "arn:aws:kms:eu-central-1:123456789012:key/abc",
+             "serviceImageUri": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/scp:1"},
+            "serviceRepositoryKmsKeyArn",
+            "only to the repository the stack creates",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_customer_key_settings_are_one_message(values, key, fragment):
+    (problem,) = problems_of(values)
+    assert problem.startswith(f"{key}:") and fragment in problem
+
+
+def test_the_buckets_key_can_encrypt_every_store():
+    config = from_flat({"storageEncryption": "sse-kms", "storageKmsAllStores": "true"}, stack="x")
+    assert config.storage.kms_all_stores is True
