@@ -1,7 +1,7 @@
 """DicomIngest: the whole gateway as one component, composed of one component per architectural block.
 
     Storage -> Network -> JobTable -> HealthImaging -> ImportWorkflow
-            -> LoadBalancer -> ScpService -> Monitoring
+            -> [Backup] -> LoadBalancer -> ScpService -> Monitoring
 
 Storage comes first: its KMS key (storageKmsAllStores) also encrypts the other blocks' stores.
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from components.backup import Backup, BackupArgs
 from components.healthimaging import HealthImaging, HealthImagingArgs
 from components.job_table import JobTable, JobTableArgs
 from components.lambda_package import LambdaPackage
@@ -46,6 +47,7 @@ class DicomIngest(pulumi.ComponentResource):
     load_balancer: LoadBalancer
     scp_service: ScpService
     monitoring: Monitoring
+    backup: Backup | None  # with backupEnabled
 
     def __init__(self, name: str, args: DicomIngestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dicom-ingest:index:DicomIngest", name, None, opts)
@@ -140,6 +142,20 @@ class DicomIngest(pulumi.ComponentResource):
             ),
             child,
         )
+        self.backup = None
+        if config.backup.enabled:
+            self.backup = Backup(
+                f"{name}-backup",
+                BackupArgs(
+                    settings=config.backup,
+                    table_arn=self.job_table.table.arn,
+                    results_bucket_arn=self.storage.results_bucket.arn,
+                    account_id=account_id,
+                    partition=partition,
+                    retain_on_delete=retain,
+                ),
+                child,
+            )
         public = config.loadBalancer.public
         self.load_balancer = LoadBalancer(
             f"{name}-lb",

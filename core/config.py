@@ -23,6 +23,7 @@ from core.config_base import ConfigError, Settings, camel_name
 from core.scp_settings import ScpSettings
 from core.stack_settings import (
     NLB_IDLE_TIMEOUT_SECONDS,
+    BackupSettings,
     CostSettings,
     FunctionsSettings,
     HealthImagingSettings,
@@ -50,6 +51,7 @@ GROUPS: dict[str, type[Settings]] = {
     "functions": FunctionsSettings,
     "monitoring": MonitoringSettings,
     "cost": CostSettings,
+    "backup": BackupSettings,
 }
 
 # SCP settings the Pulumi program sets itself in the container (the stack value is not used).
@@ -87,6 +89,7 @@ class StackConfig(BaseModel):
     functions: FunctionsSettings = FunctionsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     cost: CostSettings = CostSettings()
+    backup: BackupSettings = BackupSettings()
 
     @model_validator(mode="after")
     def _across_groups(self) -> StackConfig:

@@ -598,3 +598,48 @@ class CostSettings(Settings):
         return optional_match(
             v, r"[\w .:/=+@-]{1,256}", "a tag value (1-256 letters, digits, spaces, _ . : / = + - @)"
         )
+
+
+class BackupSettings(Settings):
+    """AWS Backup of what the stack cannot recreate: the job table and the results bucket."""
+
+    enabled: bool = Field(False, description="Back up the job table and the results bucket with AWS Backup")
+    schedule: str = Field(
+        "cron(0 3 * * ? *)", description="When backups run (AWS Backup cron, UTC; default daily 03:00)"
+    )
+    retention_days: int = Field(35, ge=1, le=36500, description="Days a recovery point is kept")
+    continuous: bool = Field(
+        False,
+        validate_default=True,
+        description="Continuous backup of the results bucket: restore to any point in time (<= 35 days kept)",
+    )
+    kms_key_arn: str = Field(
+        "", description="KMS key of the backup vault (empty = create a key with rotation)"
+    )
+    copy_region: str = Field(
+        "", description="Copy every recovery point to a vault in this region (empty = no copy)"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        if not re.fullmatch(r"cron\(\S+ \S+ \S+ \S+ \S+ \S+\)", v):
+            raise ValueError(f"{v!r} is not an AWS Backup schedule like cron(0 3 * * ? *) (six fields, UTC)")
+        return v
+
+    @field_validator("continuous")
+    @classmethod
+    def _continuous(cls, v: bool, info: ValidationInfo) -> bool:
+        retention = info.data.get("retention_days")
+        if v and retention is not None and retention > 35:
+            raise ValueError(f"continuous backups keep at most 35 days; lower retention_days ({retention})")
+        return v
+
+    @field_validator("kms_key_arn", "copy_region")
+    @classmethod
+    def _with_backup(cls, v: str, info: ValidationInfo) -> str:
+        if v and not info.data.get("enabled"):
+            raise ValueError("applies only with backup enabled")
+        if info.field_name == "copy_region":
+            return optional_match(v, _REGION, "an AWS region like eu-west-1")
+        return _arn(v, "kms")

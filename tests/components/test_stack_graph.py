@@ -429,6 +429,63 @@ def test_job_table_follows_the_layout(dev, prod):
     assert prod.one("aws:dynamodb/table:Table").inputs["deletionProtectionEnabled"] is True
 
 
+# --- backup -----------------------------------------------------------------------------------
+def test_production_backs_up_exactly_the_job_table_and_the_results_bucket(prod, prod_config, dev, existing):
+    assert dev.of_type("aws:backup/plan:Plan") == [] and existing.of_type("aws:backup/plan:Plan") == []
+    selection = prod.one("aws:backup/selection:Selection").inputs
+    assert selection["resources"] == [
+        prod.one("aws:dynamodb/table:Table").outputs["arn"],
+        bucket(prod, "results").outputs["arn"],
+    ]
+    (rule,) = prod.one("aws:backup/plan:Plan").inputs["rules"]
+    vault = prod.one("aws:backup/vault:Vault", "backup-vault")
+    assert rule["targetVaultName"] == vault.outputs["name"]
+    assert rule["schedule"] == prod_config.backup.schedule == "cron(0 3 * * ? *)"
+    assert rule["lifecycle"] == {"deleteAfter": 35}
+    assert rule["enableContinuousBackup"] is True  # the results bucket restores to a point in time
+    # Recovery points are copied to a vault in a second region, under a key of that region.
+    copy_vault = prod.one("aws:backup/vault:Vault", "copy-vault")
+    assert copy_vault.inputs["region"] == "eu-west-1"
+    assert rule["copyActions"] == [
+        {"destinationVaultArn": copy_vault.outputs["arn"], "lifecycle": {"deleteAfter": 35}}
+    ]
+    # Both vaults are under customer keys with rotation, kept when the stack is destroyed.
+    for name, region in (("backup-vault-key", None), ("copy-vault-key", "eu-west-1")):
+        key = prod.one("aws:kms/key:Key", name)
+        assert key.inputs["enableKeyRotation"] is True and key.inputs.get("region") == region
+        assert key.retain_on_delete
+    assert vault.inputs["kmsKeyArn"] == prod.one("aws:kms/key:Key", "backup-vault-key").outputs["arn"]
+    assert vault.retain_on_delete and copy_vault.retain_on_delete
+
+
+def test_the_backup_role_is_aws_backups_with_exactly_the_vault_keys(prod):
+    role = prod.one("aws:iam/role:Role", "backup-role")
+    (trust,) = role.json("assumeRolePolicy")["Statement"]
+    assert trust["Principal"] == {"Service": "backup.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert prod.one("aws:backup/selection:Selection").inputs["iamRoleArn"] == role.outputs["arn"]
+    attached = {
+        a.inputs["policyArn"] for a in prod.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    }
+    assert attached == {
+        "arn:aws:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup",
+        "arn:aws:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForRestores",
+        "arn:aws:iam::aws:policy/AWSBackupServiceRolePolicyForS3Backup",
+        "arn:aws:iam::aws:policy/AWSBackupServiceRolePolicyForS3Restore",
+    }
+    (keys,) = statements_of(prod, "backup-role-policy")
+    assert keys["Resource"] == [
+        prod.one("aws:kms/key:Key", "backup-vault-key").outputs["arn"],
+        prod.one("aws:kms/key:Key", "copy-vault-key").outputs["arn"],
+    ]
+
+
+def test_production_runs_at_least_two_tasks(prod_config, prod):
+    assert prod_config.service.autoscale_min_capacity >= 2
+    assert prod.one("aws:ecs/service:Service").inputs["desiredCount"] >= 2
+    assert len(prod_config.network.private_subnet_ids) >= 2  # spread over availability zones
+
+
 # --- HealthImaging ----------------------------------------------------------------------------
 def test_import_role_reads_input_and_writes_results_only(dev, prod):
     role = dev.one("aws:iam/role:Role", "ahi-import")

@@ -411,3 +411,32 @@ def test_bad_customer_key_settings_are_one_message(values, key, fragment):
 def test_the_buckets_key_can_encrypt_every_store():
     config = from_flat({"storageEncryption": "sse-kms", "storageKmsAllStores": "true"}, stack="x")
     assert config.storage.kms_all_stores is True
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "fragment"),
+    [
+        ({"backupEnabled": "true", "backupSchedule": "rate(1 day)"}, "backupSchedule", "cron(0 3 * * ? *)"),
+        (
+            {"backupEnabled": "true", "backupContinuous": "true", "backupRetentionDays": "90"},
+            "backupContinuous",
+            "at most 35 days",
+        ),
+        ({"backupCopyRegion": "eu-west-1"}, "backupCopyRegion", "only with backup enabled"),
+        ({"backupEnabled": "true", "backupCopyRegion": "Ireland"}, "backupCopyRegion", "an AWS region"),
+        ({"backupEnabled": "true", "backupKmsKeyArn": "key-1"}, "backupKmsKeyArn", "ARN of the kms service"),
+        (
+            {"backupEnabled": "true", "backupRetentionDays": "0"},
+            "backupRetentionDays",
+            "greater than or equal to 1",
+        ),
+    ],
+)
+def test_bad_backup_settings_are_one_message(values, key, fragment):
+    (problem,) = problems_of(values)
+    assert problem.startswith(f"{key}:") and fragment in problem
+
+
+def test_backup_defaults_are_a_daily_35_day_plan_when_enabled():
+    backup = from_flat({"backupEnabled": "true"}, stack="x").backup
+    assert (backup.schedule, backup.retention_days, backup.continuous) == ("cron(0 3 * * ? *)", 35, False)
