@@ -1,6 +1,6 @@
 """DicomIngest: the whole gateway as one component, composed of one component per architectural block.
 
-    Storage -> Network -> JobTable -> HealthImaging -> ImportWorkflow
+    Storage -> Network -> [NetworkAcls] -> JobTable -> HealthImaging -> ImportWorkflow
             -> [Backup] -> LoadBalancer -> ScpService -> Monitoring
 
 Storage comes first: its KMS key (storageKmsAllStores) also encrypts the other blocks' stores.
@@ -22,10 +22,11 @@ from components.lambda_package import LambdaPackage
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
+from components.network_acls import NetworkAcls, NetworkAclsArgs
 from components.scp_service import ScpService, ScpServiceArgs
 from components.storage import Storage, StorageArgs
 from components.workflow import ImportWorkflow, WorkflowArgs
-from core.config import StackConfig, config_warnings, default_tags
+from core.config import StackConfig, config_warnings, default_tags, network_acl_plan
 from core.layout import STACK_OUTPUTS
 
 
@@ -48,6 +49,7 @@ class DicomIngest(pulumi.ComponentResource):
     scp_service: ScpService
     monitoring: Monitoring
     backup: Backup | None  # with backupEnabled
+    network_acls: NetworkAcls | None  # a new VPC with networkAcls
 
     def __init__(self, name: str, args: DicomIngestArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("dicom-ingest:index:DicomIngest", name, None, opts)
@@ -99,6 +101,20 @@ class DicomIngest(pulumi.ComponentResource):
         self.network = Network(
             f"{name}-network", NetworkArgs(config.network, self.region, endpoints, logs_key), child
         )
+        self.network_acls = None
+        if not config.network.existing and config.network.acls:
+            self.network_acls = NetworkAcls(
+                f"{name}-acls",
+                NetworkAclsArgs(
+                    plan=network_acl_plan(config),
+                    vpc_id=self.network.vpc_id,
+                    subnet_ids={
+                        "public": self.network.public_subnet_ids,
+                        "private": self.network.private_subnet_ids,
+                    },
+                ),
+                child,
+            )
         self.job_table = JobTable(
             f"{name}-jobs",
             JobTableArgs(config.jobTable, retain_on_delete=retain, kms_key_arn=table_key),

@@ -18,6 +18,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from core.config import listener_ports
 from core.scp_settings import ScpSettings
 from core.stack_settings import LoadBalancerSettings
 
@@ -35,14 +36,7 @@ class ListenerPlan:
 
 
 def listener_plan(lb: LoadBalancerSettings, scp: ScpSettings) -> list[ListenerPlan]:
-    plan = []
-    if lb.plain_listener:
-        plan.append(ListenerPlan("dicom", scp.port, "TCP", scp.port))
-    if lb.tls_mode == "terminate":
-        plan.append(ListenerPlan("tls", scp.tls_port, "TLS", scp.port))
-    elif lb.tls_mode == "passthrough":
-        plan.append(ListenerPlan("tls", scp.tls_port, "TCP", scp.tls_port))
-    return plan
+    return [ListenerPlan(*ports) for ports in listener_ports(lb, scp)]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ def cross_group_problems(config: StackConfig) -> list[str]:
         problems.append("loadBalancerPublic: a public NLB in an existing VPC needs networkPublicSubnetIds")
     problems += fixed_address_problems(lb, network)
     problems += tls_secret_problems(scp, service)
+    problems += network_acl_problems(config)
     nlb_idle = nlb_idle_timeout(lb)
     if scp.keepalive_idle_seconds >= nlb_idle:
         problems.append(
@@ -171,6 +173,110 @@ def fixed_address_problems(lb: LoadBalancerSettings, network: NetworkSettings) -
         outside = [ip for ip in lb.private_ips if ipaddress.ip_address(ip) not in vpc]
         if outside:
             problems.append(f"{key}: {outside[0]} is outside the new VPC's networkVpcCidr {network.vpc_cidr}")
+    return problems
+
+
+# --- network ACLs of a new VPC (components/network_acls.py) ---------------------------------
+ANYWHERE = "0.0.0.0/0"
+EPHEMERAL = (1024, 65535)  # clients' and the NLB's source ports, the NAT gateway's ports
+TASK_EPHEMERAL = (32768, 65535)  # the tasks' own source ports (Linux); DICOM ports stay below
+ACL_RULES_PER_DIRECTION = 20  # the default quota of rules per ACL and direction
+# Allowed too: ICMP "fragmentation needed" (type 3, code 4), so path MTU discovery over VPNs works.
+
+
+@dataclass(frozen=True, order=True)
+class AclRule:
+    """One allow rule: TCP ports from_port-to_port (or ICMP type/code) from/to cidr."""
+
+    cidr: str
+    from_port: int = 0
+    to_port: int = 0
+    protocol: str = "tcp"
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+
+def network_acl_plan(config: StackConfig) -> dict[str, dict[str, list[AclRule]]]:
+    """The allow rules of the public and private subnet tiers of a new VPC (everything else is denied).
+
+    Follows AWS's recommendations for NLB subnets and for targets with client IP preservation (the
+    task sees the modality's address), plus the tasks' HTTPS to the interface endpoints in their own
+    tier, to S3 through the gateway endpoint (public S3 addresses: an ACL takes no prefix lists) and
+    to a NAT gateway in the public tier. Route 53 Resolver and instance metadata traffic is not
+    subject to network ACLs.
+    """
+    scp, lb, network = config.scp, config.loadBalancer, config.network
+    vpc = network.vpc_cidr
+    clients = list(lb.allowed_cidrs) or [vpc]
+    listeners = listener_ports(lb, scp)
+    listen = sorted({port for _, port, _, _ in listeners})
+    targets = sorted({target for _, _, _, target in listeners})
+    plan: dict[str, dict[str, set[AclRule]]] = {
+        tier: {"ingress": set(), "egress": set()} for tier in ("public", "private")
+    }
+
+    def allow(tier: str, direction: str, ports: tuple[int, int], cidrs: list[str]) -> None:
+        plan[tier][direction].update(AclRule(c, *ports) for c in cidrs)
+
+    nlb = "public" if lb.public else "private"
+    for port in listen:  # clients to the NLB, and the NLB's answers
+        allow(nlb, "ingress", (port, port), clients)
+    allow(nlb, "egress", EPHEMERAL, clients)
+    for port in [*targets, scp.health_port]:  # NLB to the tasks, health checks; their answers
+        allow(nlb, "egress", (port, port), [vpc])
+    allow(nlb, "ingress", EPHEMERAL, [vpc])
+    for port in targets:  # the tasks see the client's address (client IP preservation)
+        allow("private", "ingress", (port, port), clients)
+    allow("private", "ingress", (scp.health_port, scp.health_port), [vpc])
+    allow("private", "egress", EPHEMERAL, [*clients, vpc])
+    allow("private", "egress", (443, 443), [vpc, ANYWHERE])  # interface endpoints; S3 and a NAT
+    allow("private", "ingress", (443, 443), [vpc])  # the interface endpoints live in this tier
+    allow("private", "ingress", TASK_EPHEMERAL, [ANYWHERE])  # answers to the tasks' own connections
+    if network.nat_gateways != "none":  # the NAT gateways live in the public tier
+        allow("public", "ingress", (443, 443), [vpc])
+        allow("public", "egress", (443, 443), [ANYWHERE])
+        allow("public", "ingress", EPHEMERAL, [ANYWHERE])
+        allow("public", "egress", EPHEMERAL, [vpc])
+    icmp = {AclRule(ANYWHERE, protocol="icmp", icmp_type=3, icmp_code=4)}
+    return {  # a tier without allows (no public NLB, no NAT) stays closed, ICMP too
+        tier: {d: sorted(rules | icmp) if any(dirs.values()) else [] for d, rules in dirs.items()}
+        for tier, dirs in plan.items()
+    }
+
+
+def listener_ports(lb: LoadBalancerSettings, scp: ScpSettings) -> list[tuple[str, int, str, int]]:
+    """(key, NLB port, protocol, SCP target port) of each NLB listener (components.load_balancer)."""
+    ports = [("dicom", scp.port, "TCP", scp.port)] if lb.plain_listener else []
+    if lb.tls_mode == "terminate":
+        ports.append(("tls", scp.tls_port, "TLS", scp.port))
+    elif lb.tls_mode == "passthrough":
+        ports.append(("tls", scp.tls_port, "TCP", scp.tls_port))
+    return ports
+
+
+def network_acl_problems(config: StackConfig) -> list[str]:
+    if config.network.existing or not config.network.acls:
+        return []
+    problems = []
+    scp = config.scp
+    for key, port in {
+        "scpPort": scp.port,
+        "scpTlsPort": scp.tls_port,
+        "scpHealthPort": scp.health_port,
+    }.items():
+        if port >= TASK_EPHEMERAL[0]:
+            problems.append(
+                f"{key}: {port} is in the tasks' ephemeral range (from {TASK_EPHEMERAL[0]}), which the "
+                "network ACLs open for answers from anywhere; use a lower port (or networkAcls false)"
+            )
+    for tier, directions in network_acl_plan(config).items():
+        for direction, rules in directions.items():
+            if len(rules) > ACL_RULES_PER_DIRECTION:
+                problems.append(
+                    f"networkAcls: the {tier} subnets' ACL would need {len(rules)} {direction} rules "
+                    f"(one per client CIDR and port), more than the {ACL_RULES_PER_DIRECTION} an ACL takes; "
+                    "use fewer, wider loadBalancerAllowedCidrs, or networkAcls false"
+                )
     return problems
 
 

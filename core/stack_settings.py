@@ -78,6 +78,11 @@ class NetworkSettings(Settings):
     flow_logs_retention_days: LogRetentionDays = Field(
         90, description="Retention of the VPC flow logs (days)"
     )
+    acls: bool = Field(
+        True,
+        description="Default-deny network ACLs on a new VPC's subnet tiers with only the needed allows "
+        "(an existing VPC keeps its own)",
+    )
     s3_gateway_endpoint: bool = Field(
         True,
         description="Add an S3 gateway endpoint to every route table (false: an existing VPC that has one)",

@@ -130,6 +130,7 @@ def test_one_component_per_block_under_dicom_ingest(dev):
     assert blocks == {
         "aws",  # the AWS provider with the stack's default tags
         "Network",
+        "NetworkAcls",
         "Storage",
         "JobTable",
         "HealthImaging",
@@ -215,6 +216,84 @@ def test_the_s3_gateway_endpoint_goes_into_every_route_table_unless_the_vpc_has_
         if r.name.endswith("https-s3")
     ]
     assert s3_rule.inputs["prefixListId"] == endpoint.outputs["prefixListId"]
+
+
+@pytest.fixture(scope="module")
+def public_with_nat(package) -> Graph:
+    config = from_flat(
+        {
+            "loadBalancerPublic": "true",
+            "loadBalancerAllowedCidrs": "192.0.2.0/24",
+            "networkNatGateways": "single",
+        },
+        stack="edge",
+    )
+    return _run(config, package)
+
+
+def _acl(graph: Graph, tier: str) -> dict:
+    return graph.one("aws:ec2/networkAcl:NetworkAcl", f"acls-{tier}").inputs
+
+
+def _allows(entries: list[dict]) -> set[tuple]:
+    return {(e["protocol"], e["cidrBlock"], e["fromPort"], e["toPort"]) for e in entries}
+
+
+def test_a_new_vpc_gets_a_default_deny_acl_per_subnet_tier(dev):
+    vpc = dev.one("awsx:ec2:Vpc").outputs
+    private, public = _acl(dev, "private"), _acl(dev, "public")
+    assert private["subnetIds"] == vpc["privateSubnetIds"] and public["subnetIds"] == vpc["publicSubnetIds"]
+    assert private["vpcId"] == public["vpcId"] == vpc["vpcId"]
+    # Nothing lives in the public tier (internal NLB, no NAT): no allow at all.
+    assert public.get("ingress", []) == [] and public.get("egress", []) == []
+    assert all(e["action"] == "allow" for e in private["ingress"] + private["egress"])  # deny = no rule
+    vpc_cidr, clients = "10.40.0.0/16", "10.0.0.0/8"
+    assert _allows(private["ingress"]) == {
+        ("tcp", clients, 11112, 11112),  # modalities, through the NLB with their own address
+        ("tcp", vpc_cidr, 8080, 8080),  # NLB health checks only from inside the VPC
+        ("tcp", vpc_cidr, 443, 443),  # the interface endpoints in this tier
+        ("tcp", vpc_cidr, 1024, 65535),  # answers to the NLB and from the endpoints
+        ("tcp", "0.0.0.0/0", 32768, 65535),  # answers to the tasks' own connections (S3)
+        ("icmp", "0.0.0.0/0", 0, 0),  # fragmentation needed
+    }
+    assert _allows(private["egress"]) == {
+        ("tcp", clients, 1024, 65535),
+        ("tcp", vpc_cidr, 1024, 65535),
+        ("tcp", vpc_cidr, 11112, 11112),
+        ("tcp", vpc_cidr, 8080, 8080),
+        ("tcp", vpc_cidr, 443, 443),
+        ("tcp", "0.0.0.0/0", 443, 443),  # S3 through the gateway endpoint
+        ("icmp", "0.0.0.0/0", 0, 0),
+    }
+    (icmp,) = [e for e in private["ingress"] if e["protocol"] == "icmp"]
+    assert (icmp["icmpType"], icmp["icmpCode"]) == (3, 4)
+    numbers = [e["ruleNo"] for e in private["ingress"]]
+    assert len(set(numbers)) == len(numbers)
+
+
+def test_a_public_nlb_and_a_nat_gateway_open_only_their_ports_in_the_public_tier(public_with_nat):
+    public = _allows(_acl(public_with_nat, "public")["ingress"])
+    assert ("tcp", "192.0.2.0/24", 11112, 11112) in public  # clients to the public NLB
+    assert ("tcp", "10.40.0.0/16", 443, 443) in public  # tasks to the NAT gateway
+    assert ("tcp", "0.0.0.0/0", 1024, 65535) in public  # answers to the NAT gateway
+    private = _allows(_acl(public_with_nat, "private")["ingress"])
+    assert ("tcp", "192.0.2.0/24", 11112, 11112) in private  # client IP preserved to the tasks
+    assert not any(cidr == "192.0.2.0/24" and low <= 8080 <= high for _, cidr, low, high in private)
+
+
+@pytest.mark.parametrize("shape", ["dev", "public_with_nat"])
+def test_no_acl_opens_a_dicom_or_health_port_to_the_world(request, shape):
+    graph = request.getfixturevalue(shape)
+    scp_ports = {11112, 2762, 8080}
+    for acl in graph.of_type("aws:ec2/networkAcl:NetworkAcl"):
+        for entry in acl.inputs.get("ingress", []):
+            if entry["cidrBlock"] == "0.0.0.0/0" and entry["protocol"] == "tcp" and "public" not in acl.name:
+                assert not any(entry["fromPort"] <= p <= entry["toPort"] for p in scp_ports), entry
+
+
+def test_an_existing_vpc_keeps_its_own_acls(prod, existing):
+    assert prod.of_type("aws:ec2/networkAcl:NetworkAcl") == []
+    assert existing.of_type("aws:ec2/networkAcl:NetworkAcl") == []
 
 
 def test_vpc_flow_logs_go_to_a_retained_log_group(graph):

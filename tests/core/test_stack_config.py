@@ -440,3 +440,42 @@ def test_bad_backup_settings_are_one_message(values, key, fragment):
 def test_backup_defaults_are_a_daily_35_day_plan_when_enabled():
     backup = from_flat({"backupEnabled": "true"}, stack="x").backup
     assert (backup.schedule, backup.retention_days, backup.continuous) == ("cron(0 3 * * ? *)", 35, False)
+
+
+def test_network_acls_refuse_dicom_ports_in_the_tasks_ephemeral_range():
+    (problem,) = problems_of({"scpPort": "40000"})
+    assert problem.startswith("scpPort: 40000 is in the tasks' ephemeral range")
+    assert from_flat({"scpPort": "40000", "networkAcls": "false"}, stack="x").scp.port == 40000
+    assert from_flat({**EXISTING, "scpPort": "40000"}, stack="x").scp.port == 40000  # its own ACLs
+
+
+def test_network_acls_refuse_more_rules_than_an_acl_takes():
+    many = ",".join(f"10.{i}.0.0/16" for i in range(50, 70))  # 20 client CIDRs
+    problems = problems_of({"loadBalancerAllowedCidrs": many})
+    assert problems and all(
+        p.startswith("networkAcls: the private subnets' ACL would need") for p in problems
+    )
+    assert "more than the 20 an ACL takes" in problems[0]
+    assert (
+        from_flat({"loadBalancerAllowedCidrs": many, "networkAcls": "false"}, stack="x").network.acls is False
+    )
+
+
+def test_the_acl_plan_follows_the_listeners():
+    from core.config import network_acl_plan
+
+    tls = from_flat(
+        {
+            "scpTlsEnabled": "true",
+            "loadBalancerTlsMode": "passthrough",
+            "scpTlsCertFile": "/tmp/dicom-tls/cert.pem",
+            "scpTlsKeyFile": "/tmp/dicom-tls/key.pem",
+            "serviceTlsCertificateSecretArn": f"{SECRET}cert-AbC123",
+            "serviceTlsKeySecretArn": f"{SECRET}key-DeF456",
+            "loadBalancerPlainListener": "false",
+            "scpPlainEnabled": "false",
+        },
+        stack="x",
+    )
+    ingress = {(r.cidr, r.from_port) for r in network_acl_plan(tls)["private"]["ingress"]}
+    assert ("10.40.0.0/16", 2762) in ingress and ("10.40.0.0/16", 11112) not in ingress
