@@ -65,6 +65,18 @@ def test_production_example_is_stricter_than_dev():
     assert prod.storage.encryption == "sse-kms"
 
 
+def test_the_production_example_turns_on_what_a_hospital_asks_before_go_live():
+    prod = load_stack(ROOT, "prod")
+    assert prod.loadBalancer.private_ips  # fixed addresses for the firewall
+    assert prod.loadBalancer.tls_mode == "passthrough" and prod.scp.tls_enabled
+    assert set(prod.service.tls_secrets) == {"tls_cert_pem", "tls_key_pem"}  # from Secrets Manager
+    assert prod.backup.enabled and prod.backup.copy_region
+    assert prod.service.autoscale_min_capacity >= 2
+    assert prod.cost.budget_enabled and prod.cost.center
+    assert prod.storage.results_transitions and prod.storage.kms_all_stores
+    assert prod.monitoring.alarm_email
+
+
 def test_docs_table_lists_every_key_as_generated():
     text = (ROOT / "docs" / "deploy.md").read_text()
     table = text.split(TABLE_BEGIN, 1)[1].split(TABLE_END, 1)[0].strip()
