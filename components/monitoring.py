@@ -461,5 +461,30 @@ class Monitoring(pulumi.ComponentResource):
                     18,
                     "Maximum",
                 ),
+                widget(
+                    "Partial imports, failed instances",
+                    [
+                        [
+                            WORKFLOW_METRICS_NAMESPACE,
+                            m,
+                            *[x for kv in WORKFLOW_DIMENSIONS.items() for x in kv],
+                        ]
+                        for m in ("JobsPartial", "InstancesFailed")
+                    ],
+                    0,
+                    24,
+                ),
+                widget(
+                    "Rejected associations",
+                    [
+                        [
+                            SCP_METRICS_NAMESPACE,
+                            "RejectedAssociations",
+                            *[x for kv in SCP_DIMENSIONS.items() for x in kv],
+                        ]
+                    ],
+                    12,
+                    24,
+                ),
             ]
         }

@@ -1080,6 +1080,7 @@ def test_alarm_email_and_dashboard(dev, prod):
     body = dev.one("aws:cloudwatch/dashboard:Dashboard").json("dashboardBody")
     titles = {w["properties"]["title"] for w in body["widgets"]}
     assert {"SCP store failures", "Import executions", "Dead-letter queue", "NLB targets"} <= titles
+    assert {"Partial imports, failed instances", "Rejected associations"} <= titles
 
 
 # --- cost -------------------------------------------------------------------------------------
