@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from core.config_base import Settings
 from core.contracts import function
@@ -39,6 +39,14 @@ _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
 
 
 _EIP = "eipalloc-0123456789abcdef0"
+
+
+def _kms_arn(value: str) -> str:
+    return _arn(value, "kms")
+
+
+# An optional customer KMS key (empty = the store's default encryption).
+KmsKeyArn = Annotated[str, AfterValidator(_kms_arn)]
 
 
 def _unique(values: list[str]) -> None:
@@ -180,7 +188,7 @@ class StorageSettings(Settings):
         description="Encrypt the job table, datastore, ECR repository and log groups with the buckets' "
         "KMS key too (needs sse-kms; a store's own key setting wins)",
     )
-    logs_kms_key_arn: str = Field(
+    logs_kms_key_arn: KmsKeyArn = Field(
         "", description="Customer KMS key of every log group (empty = CloudWatch Logs' own encryption)"
     )
     force_destroy: bool = Field(False, description="Let `pulumi destroy` empty and delete the buckets")
@@ -203,11 +211,6 @@ class StorageSettings(Settings):
         if v and info.data.get("encryption") == "sse-s3":
             raise ValueError("the buckets' KMS key is used everywhere only with encryption sse-kms")
         return v
-
-    @field_validator("logs_kms_key_arn")
-    @classmethod
-    def _logs_key(cls, v: str) -> str:
-        return _arn(v, "kms")
 
     @field_validator("retain_on_delete")
     @classmethod
@@ -265,12 +268,9 @@ class JobTableSettings(Settings):
 
     point_in_time_recovery: bool = Field(True, description="Point-in-time recovery of the job table")
     deletion_protection: bool = Field(False, description="Deletion protection of the job table")
-    kms_key_arn: str = Field("", description="Customer KMS key of the job table (empty = AWS-managed key)")
-
-    @field_validator("kms_key_arn")
-    @classmethod
-    def _key(cls, v: str) -> str:
-        return _arn(v, "kms")
+    kms_key_arn: KmsKeyArn = Field(
+        "", description="Customer KMS key of the job table (empty = AWS-managed key)"
+    )
 
 
 class HealthImagingSettings(Settings):
@@ -334,10 +334,10 @@ class ServiceSettings(Settings):
     tls_ca_secret_arn: str = Field(
         "", description="Secrets Manager secret (full ARN) holding the PEM CA bundle for client certificates"
     )
-    repository_kms_key_arn: str = Field(
+    repository_kms_key_arn: KmsKeyArn = Field(
         "", description="Customer KMS key of the ECR repository the stack creates (empty = AES256)"
     )
-    secrets_kms_key_arn: str = Field(
+    secrets_kms_key_arn: KmsKeyArn = Field(
         "", description="Customer KMS key of those secrets (empty = the AWS-managed aws/secretsmanager key)"
     )
 
@@ -351,17 +351,12 @@ class ServiceSettings(Settings):
             )
         return v
 
-    @field_validator("secrets_kms_key_arn")
-    @classmethod
-    def _secrets_key(cls, v: str) -> str:
-        return _arn(v, "kms")
-
     @field_validator("repository_kms_key_arn")
     @classmethod
     def _repository_key(cls, v: str, info: ValidationInfo) -> str:
         if v and info.data.get("image_uri"):
             raise ValueError("applies only to the repository the stack creates, not to image_uri")
-        return _arn(v, "kms")
+        return v
 
     @property
     def tls_secrets(self) -> dict[str, str]:

@@ -198,19 +198,6 @@ def test_fixed_private_ips_one_per_subnet_of_an_internal_nlb():
     assert "192.168.0.10 is outside the new VPC's networkVpcCidr 10.40.0.0/16" in problem
 
 
-@pytest.mark.parametrize(
-    ("value", "fragment"),
-    [
-        ("10.40.0.300,10.40.0.11", "is not an IPv4 address like 10.40.0.10"),
-        ("8.8.8.8,10.40.0.11", "8.8.8.8 is not a private address"),
-        ("10.40.0.10,10.40.0.10", "10.40.0.10 is listed twice"),
-    ],
-)
-def test_bad_private_ips_are_one_message(value, fragment):
-    (problem,) = problems_of({"loadBalancerPrivateIps": value})
-    assert problem.startswith("loadBalancerPrivateIps:") and fragment in problem
-
-
 PUBLIC = {"loadBalancerPublic": "true", "loadBalancerAllowedCidrs": "192.0.2.0/24"}
 
 
@@ -316,20 +303,6 @@ def test_a_budget_without_an_amount_is_refused():
     assert (config.cost.budget_monthly_usd, config.cost.budget_alert_percent) == (500, 80)
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "fragment"),
-    [
-        ("costCenter", "radiology;drop", "is not a tag value"),
-        ("costCenter", "x" * 257, "is not a tag value"),
-        ("costBudgetAlertPercent", "0", "greater than 0"),
-        ("costBudgetMonthlyUsd", "-5", "greater than or equal to 0"),
-    ],
-)
-def test_bad_cost_values_are_one_message(key, value, fragment):
-    (problem,) = problems_of({key: value})
-    assert problem.startswith(f"{key}:") and fragment in problem
-
-
 def test_default_tags_name_project_stack_and_cost_center():
     from core.config import default_tags
 
@@ -340,28 +313,6 @@ def test_default_tags_name_project_stack_and_cost_center():
         "stack": "prod",
         "cost-center": "radiology-4711",
     }
-
-
-@pytest.mark.parametrize(
-    ("values", "key", "fragment"),
-    [
-        ({"storageResultsInfrequentAccessDays": "10"}, "storageResultsInfrequentAccessDays", "use 0 or 30+"),
-        (
-            {"storageResultsInfrequentAccessDays": "30", "storageResultsArchiveDays": "45"},
-            "storageResultsArchiveClass",
-            "must be 30 or more days after",
-        ),
-        (
-            {"storageResultsArchiveDays": "400", "storageResultsRetentionDays": "365"},
-            "storageResultsArchiveClass",
-            "results_archive_days (400) is not before results_retention_days (365)",
-        ),
-        ({"storageResultsArchiveClass": "ONEZONE_IA"}, "storageResultsArchiveClass", "GLACIER_IR"),
-    ],
-)
-def test_bad_storage_class_transitions_are_one_message(values, key, fragment):
-    (problem,) = problems_of(values)
-    assert problem.startswith(f"{key}:") and fragment in problem
 
 
 def test_results_transitions_are_in_day_order():
@@ -390,51 +341,9 @@ def test_every_function_has_a_memory_setting_defaulting_to_its_spec():
     assert problem.startswith("functionsTriggerMemoryMb:") and "10240" in problem
 
 
-@pytest.mark.parametrize(
-    ("values", "key", "fragment"),
-    [
-        ({"storageKmsAllStores": "true"}, "storageKmsAllStores", "only with encryption sse-kms"),
-        ({"storageLogsKmsKeyArn": "arn:aws:s3:::logs"}, "storageLogsKmsKeyArn", "ARN of the kms service"),
-        (
-            {"serviceRepositoryKmsKeyArn": "arn:aws:kms:eu-central-1:123456789012:key/abc",
-             "serviceImageUri": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/scp:1"},
-            "serviceRepositoryKmsKeyArn",
-            "only to the repository the stack creates",
-        ),
-    ],
-)  # fmt: skip
-def test_bad_customer_key_settings_are_one_message(values, key, fragment):
-    (problem,) = problems_of(values)
-    assert problem.startswith(f"{key}:") and fragment in problem
-
-
 def test_the_buckets_key_can_encrypt_every_store():
     config = from_flat({"storageEncryption": "sse-kms", "storageKmsAllStores": "true"}, stack="x")
     assert config.storage.kms_all_stores is True
-
-
-@pytest.mark.parametrize(
-    ("values", "key", "fragment"),
-    [
-        ({"backupEnabled": "true", "backupSchedule": "rate(1 day)"}, "backupSchedule", "cron(0 3 * * ? *)"),
-        (
-            {"backupEnabled": "true", "backupContinuous": "true", "backupRetentionDays": "90"},
-            "backupContinuous",
-            "at most 35 days",
-        ),
-        ({"backupCopyRegion": "eu-west-1"}, "backupCopyRegion", "only with backup enabled"),
-        ({"backupEnabled": "true", "backupCopyRegion": "Ireland"}, "backupCopyRegion", "an AWS region"),
-        ({"backupEnabled": "true", "backupKmsKeyArn": "key-1"}, "backupKmsKeyArn", "ARN of the kms service"),
-        (
-            {"backupEnabled": "true", "backupRetentionDays": "0"},
-            "backupRetentionDays",
-            "greater than or equal to 1",
-        ),
-    ],
-)
-def test_bad_backup_settings_are_one_message(values, key, fragment):
-    (problem,) = problems_of(values)
-    assert problem.startswith(f"{key}:") and fragment in problem
 
 
 def test_backup_defaults_are_a_daily_35_day_plan_when_enabled():
@@ -465,17 +374,68 @@ def test_the_acl_plan_follows_the_listeners():
     from core.config import network_acl_plan
 
     tls = from_flat(
-        {
-            "scpTlsEnabled": "true",
-            "loadBalancerTlsMode": "passthrough",
-            "scpTlsCertFile": "/tmp/dicom-tls/cert.pem",
-            "scpTlsKeyFile": "/tmp/dicom-tls/key.pem",
-            "serviceTlsCertificateSecretArn": f"{SECRET}cert-AbC123",
-            "serviceTlsKeySecretArn": f"{SECRET}key-DeF456",
-            "loadBalancerPlainListener": "false",
-            "scpPlainEnabled": "false",
-        },
-        stack="x",
+        {**PASSTHROUGH, "loadBalancerPlainListener": "false", "scpPlainEnabled": "false"}, stack="x"
     )
     ingress = {(r.cidr, r.from_port) for r in network_acl_plan(tls)["private"]["ingress"]}
     assert ("10.40.0.0/16", 2762) in ingress and ("10.40.0.0/16", 11112) not in ingress
+
+
+KMS = "arn:aws:kms:eu-central-1:123456789012:key/abc"
+BACKUP = {"backupEnabled": "true"}
+# (stack values, the key the one message names, what it says) for the production-readiness keys.
+BAD_VALUES = [
+    (
+        {"loadBalancerPrivateIps": "10.40.0.300,10.40.0.11"},
+        "loadBalancerPrivateIps",
+        "is not an IPv4 address",
+    ),
+    ({"loadBalancerPrivateIps": "8.8.8.8,10.40.0.11"}, "loadBalancerPrivateIps", "8.8.8.8 is not a private"),
+    (
+        {"loadBalancerPrivateIps": "10.40.0.10,10.40.0.10"},
+        "loadBalancerPrivateIps",
+        "10.40.0.10 is listed twice",
+    ),
+    ({"costCenter": "radiology;drop"}, "costCenter", "is not a tag value"),
+    ({"costCenter": "x" * 257}, "costCenter", "is not a tag value"),
+    ({"costBudgetAlertPercent": "0"}, "costBudgetAlertPercent", "greater than 0"),
+    ({"costBudgetMonthlyUsd": "-5"}, "costBudgetMonthlyUsd", "greater than or equal to 0"),
+    ({"storageResultsInfrequentAccessDays": "10"}, "storageResultsInfrequentAccessDays", "use 0 or 30+"),
+    (
+        {"storageResultsInfrequentAccessDays": "30", "storageResultsArchiveDays": "45"},
+        "storageResultsArchiveClass",
+        "must be 30 or more days after",
+    ),
+    (
+        {"storageResultsArchiveDays": "400", "storageResultsRetentionDays": "365"},
+        "storageResultsArchiveClass",
+        "results_archive_days (400) is not before results_retention_days (365)",
+    ),
+    ({"storageResultsArchiveClass": "ONEZONE_IA"}, "storageResultsArchiveClass", "GLACIER_IR"),
+    ({"storageKmsAllStores": "true"}, "storageKmsAllStores", "only with encryption sse-kms"),
+    ({"storageLogsKmsKeyArn": "arn:aws:s3:::logs"}, "storageLogsKmsKeyArn", "ARN of the kms service"),
+    ({"jobTableKmsKeyArn": "alias/jobs"}, "jobTableKmsKeyArn", "ARN of the kms service"),
+    (
+        {
+            "serviceRepositoryKmsKeyArn": KMS,
+            "serviceImageUri": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/scp:1",
+        },
+        "serviceRepositoryKmsKeyArn",
+        "only to the repository the stack creates",
+    ),
+    ({**BACKUP, "backupSchedule": "rate(1 day)"}, "backupSchedule", "cron(0 3 * * ? *)"),
+    (
+        {**BACKUP, "backupContinuous": "true", "backupRetentionDays": "90"},
+        "backupContinuous",
+        "at most 35 days",
+    ),
+    ({"backupCopyRegion": "eu-west-1"}, "backupCopyRegion", "only with backup enabled"),
+    ({**BACKUP, "backupCopyRegion": "Ireland"}, "backupCopyRegion", "an AWS region"),
+    ({**BACKUP, "backupKmsKeyArn": "key-1"}, "backupKmsKeyArn", "ARN of the kms service"),
+    ({**BACKUP, "backupRetentionDays": "0"}, "backupRetentionDays", "greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(("values", "key", "fragment"), BAD_VALUES)
+def test_each_bad_production_value_is_one_message_naming_its_key(values, key, fragment):
+    (problem,) = problems_of(values)
+    assert problem.startswith(f"{key}:") and fragment in problem

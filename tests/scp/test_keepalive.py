@@ -12,6 +12,7 @@ from core.scp_settings import ScpSettings
 from scp.keepalive import KeepAlive, enable_keepalive
 from scp.server import StoreScp
 from tests.scp.harness import associate, wait_for
+from tests.scp.test_fast_transport import _settings  # an in-process SCP on free ports
 
 VERIFICATION = "1.2.840.10008.1.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -44,15 +45,8 @@ def test_no_keepalive_configured_leaves_the_socket_alone():
 
 @linux_only
 def test_an_accepted_dicom_socket_has_keepalive_from_the_settings(tmp_path):
-    settings = ScpSettings(
-        port=0,
-        health_port=0,
-        bind_address="127.0.0.1",
-        storage_uri=f"file://{tmp_path / 'store'}",
-        spool_dir=tmp_path / "spool",
-        keepalive_idle_seconds=100,
-        keepalive_interval_seconds=11,
-        keepalive_count=5,
+    settings = _settings(
+        tmp_path, keepalive_idle_seconds=100, keepalive_interval_seconds=11, keepalive_count=5
     )
     with StoreScp(settings) as scp:
         assoc = associate(scp.port, [(VERIFICATION, EXPLICIT_LE)])
