@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from cli.config_cmd import OPTIONAL_OUTPUTS
 from core.asl import build_definition
 from core.config import from_flat
 from core.contracts import FUNCTIONS
@@ -27,8 +28,7 @@ def stack(tmp_path_factory):
 
 
 def test_outputs_and_environment_are_what_clients_need(stack):
-    optional = {"dashboardUrl", "tlsPort"}
-    assert set(STACK_OUTPUTS) - optional <= set(stack.outputs) <= set(STACK_OUTPUTS)
+    assert set(STACK_OUTPUTS) - OPTIONAL_OUTPUTS <= set(stack.outputs) <= set(STACK_OUTPUTS)
     assert stack.outputs["aeTitle"] == "LOCAL-GW" and stack.outputs["dicomPort"] == stack.scp.port > 0
     env = stack.environment
     assert env["AWS_ENDPOINT_URL_MEDICAL_IMAGING"] == stack.ahi.url
