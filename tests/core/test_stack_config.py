@@ -329,7 +329,7 @@ def test_results_transitions_are_in_day_order():
 
 
 def test_every_function_has_a_memory_setting_defaulting_to_its_spec():
-    from core.layout import FUNCTIONS
+    from core.contracts import FUNCTIONS
 
     functions = from_flat({"functionsSweeperMemoryMb": "256"}, stack="x").functions
     assert {spec.name: functions.memory_mb(spec.name) for spec in FUNCTIONS} == {
