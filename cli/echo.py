@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -24,12 +25,18 @@ def echo(
     cert_file: peer_opts.CertOption = None,
     key_file: peer_opts.KeyOption = None,
     count: Annotated[int, typer.Option(min=1, max=100, help="Number of echoes.")] = 1,
+    timeout: Annotated[
+        float,
+        typer.Option(min=0.5, max=600, help="Seconds to wait for the association answer and each echo."),
+    ] = 10.0,
     json_output: JsonOption = False,
 ) -> None:
     """Verify DICOM connectivity with C-ECHO and report the round-trip time."""
     app: AppContext = ctx.obj
-    target = peer_opts.resolve_peer(
-        app, host, port, calling_aet, called_aet, tls, ca_file, cert_file, key_file
+    target = replace(
+        peer_opts.resolve_peer(app, host, port, calling_aet, called_aet, tls, ca_file, cert_file, key_file),
+        acse_timeout=timeout,
+        dimse_timeout=timeout,
     )
     results = []
     for _ in range(count):

@@ -27,6 +27,14 @@ CaOption = Annotated[Path | None, typer.Option("--ca-file", help="PEM CA bundle 
 CertOption = Annotated[Path | None, typer.Option("--cert-file", help="PEM client certificate.")]
 KeyOption = Annotated[Path | None, typer.Option("--key-file", help="PEM client private key.")]
 
+WRONG_SERVICE_FIXES = {
+    "speaks-http": "check --port: the gateway's DICOM port is the stack output dicomPort (tlsPort with "
+    "--tls); a health, metrics or web port answers HTTP",
+    "speaks-tls": "this is a TLS port: add --tls (with --ca-file for a private CA), or use the plain "
+    "DICOM port (the stack output dicomPort)",
+    "not-tls": "this port is plain DICOM: drop --tls, or give the TLS port (the stack output tlsPort)",
+}
+
 
 def resolve_peer(
     app: AppContext,
@@ -65,6 +73,8 @@ def explain(exc: AssociationFailed, peer: Peer) -> Exception:
             fix="check --host/--port, that the gateway is running (`dicomctl dev` locally), "
             "and that no firewall or security group blocks this machine",
         )
+    if exc.kind in WRONG_SERVICE_FIXES:  # reached something, but not a DICOM port of that kind
+        return Unreachable(exc.detail, fix=WRONG_SERVICE_FIXES[exc.kind])
     if exc.kind == "tls":
         return Rejected(
             exc.detail,

@@ -65,6 +65,7 @@ from core.dicom_wire import (
 
 MAX_RECEIVED_PDU = 64 * 1024  # what we announce: responses are a few hundred bytes
 CHUNK = 4 * 1024 * 1024  # dataset bytes read and sent per sendmsg (bounds memory for huge files)
+PROBE_TIMEOUT = 3.0  # seconds for each look at what a port that is not DICOM speaks
 
 _A_ASSOCIATE_AC, _A_ASSOCIATE_RJ = 0x02, 0x03
 _A_RELEASE_RQ, _A_RELEASE_RP, _A_ABORT = 0x05, 0x06, 0x07
@@ -105,13 +106,23 @@ class AssociationFailed(Exception):
 
     def __init__(self, kind: str, detail: str):
         super().__init__(detail)
-        self.kind = kind  # "unreachable" | "rejected" | "aborted" | "no-contexts" | "tls"
+        # "unreachable" | "rejected" | "aborted" | "no-contexts" | "tls", or the port does not
+        # speak (plain) DICOM: "speaks-http" | "speaks-tls" | "not-tls"
+        self.kind = kind
         self.detail = detail
 
 
 class AssociationLost(Exception):
     """The association ended before a response arrived: peer abort or release, closed connection,
     timeout, or a protocol error (after which we aborted). The request may be sent again on a new one."""
+
+
+class OtherProtocol(AssociationLost):
+    """What came back is not DICOM but another protocol's answer (an HTTP response, a TLS record)."""
+
+    def __init__(self, protocol: str):
+        super().__init__(f"the peer answered in {protocol}, not DICOM")
+        self.protocol = protocol
 
 
 @dataclass(frozen=True)
@@ -242,9 +253,19 @@ class Association:
             pdu_type, pdu = _read_pdu(sock, bytearray(), bytearray(MAX_RECEIVED_PDU))
         except ssl.SSLError as exc:
             _abort_socket(sock)
+            if exc.reason == "WRONG_VERSION_NUMBER":  # the answer to our ClientHello was not TLS
+                raise AssociationFailed(
+                    "not-tls", f"{where} does not speak TLS (it answered in plain text)"
+                ) from None
             raise AssociationFailed("tls", f"TLS with {where} failed ({_why(exc)})") from None
+        except OtherProtocol as exc:
+            sock.close()
+            raise _wrong_service(where, exc.protocol) from None
         except (OSError, AssociationLost) as exc:
             _abort_socket(sock)
+            protocol = None if peer.tls else other_protocol(peer)  # dropped, or silent: ask why
+            if protocol:
+                raise _wrong_service(where, protocol) from None
             raise AssociationFailed(
                 "aborted", f"{where} aborted the association request ({_why(exc)})"
             ) from None
@@ -477,11 +498,63 @@ def _pdvs(pdu: bytes):
         raise AssociationLost("protocol error: malformed presentation data value") from None
 
 
+def _other_protocol(header: bytes) -> str | None:
+    """An HTTP status line (a web or health port) or a TLS record (a TLS port) instead of a PDU."""
+    if header.startswith(b"HTTP/"):
+        return "HTTP"
+    if header[0] in (0x15, 0x16) and header[1] == 0x03:  # TLS alert / handshake record, version 3.x
+        return "TLS"
+    return None
+
+
+def _wrong_service(where: str, protocol: str) -> AssociationFailed:
+    return AssociationFailed(
+        f"speaks-{protocol.lower()}", f"this port ({where}) speaks {protocol}, not DICOM"
+    )
+
+
+def other_protocol(peer: Peer) -> str | None:
+    """ "HTTP" or "TLS" when the port speaks that; asked only after a plain association request got
+    no answer (an HTTP server waits for a line end, a TLS server drops the bytes), to say why."""
+    if _speaks_http(peer):
+        return "HTTP"
+    return "TLS" if _speaks_tls(peer) else None
+
+
+def _speaks_http(peer: Peer) -> bool:
+    try:
+        with socket.create_connection((peer.host, peer.port), timeout=PROBE_TIMEOUT) as probe:
+            probe.sendall(f"HEAD / HTTP/1.0\r\nHost: {peer.host}\r\n\r\n".encode())
+            return probe.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
+def _speaks_tls(peer: Peer) -> bool:
+    """Whether the port completes (or answers with an alert) a TLS handshake."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((peer.host, peer.port), timeout=PROBE_TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=peer.host),
+        ):
+            return True
+    except ssl.SSLError as exc:  # an alert (e.g. a client certificate required) is TLS talking
+        return "ALERT" in str(exc.reason or "")
+    except OSError:
+        return False
+
+
 def _read_pdu(sock: socket.socket, received: bytearray, buffer: bytearray) -> tuple[int, bytes]:
     """The next whole PDU (header included) from ``sock``; ``received`` keeps what follows it."""
     header = _take(sock, received, buffer, PDU_HEADER.size)
     pdu_type, length = PDU_HEADER.unpack(header)
     if pdu_type not in PDU_TYPES or length > MAX_RECEIVED_PDU:
+        protocol = _other_protocol(header)
+        if protocol:
+            raise OtherProtocol(protocol)
         raise AssociationLost(f"protocol error: PDU type 0x{pdu_type:02X}, {length} bytes")
     return pdu_type, header + _take(sock, received, buffer, length)
 
@@ -526,6 +599,7 @@ __all__ = [
     "Association",
     "AssociationFailed",
     "AssociationLost",
+    "OtherProtocol",
     "Peer",
     "Response",
     "TlsFiles",

@@ -281,7 +281,10 @@ def test_store_and_echo_over_tls_with_a_client_certificate(studies, tmp_path):
     for option in ("--port", "--ca-file", "--cert-file", "--key-file"):
         assert option in error.fix
     assert "SOP class" not in error.fix
-    assert plain.value.kind == "aborted" and "--tls" in explain(plain.value, to_pynetdicom(port)).fix
+    # forgot --tls: the TLS port dropped the plain request; a look at the port says it speaks TLS
+    assert plain.value.kind == "speaks-tls" and "speaks TLS, not DICOM" in plain.value.detail
+    forgot = explain(plain.value, to_pynetdicom(port))
+    assert isinstance(forgot, Unreachable) and "--tls" in forgot.fix
 
 
 def test_echo_with_a_pynetdicom_scp_and_release():
