@@ -11,6 +11,7 @@ bad value in the reader's own vocabulary. It imports neither pulumi nor boto3.
 from __future__ import annotations
 
 import difflib
+import json
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Self
@@ -50,7 +51,16 @@ def _is_list(annotation: Any) -> bool:
 
 
 def split_list(value: str) -> list[str]:
-    """Environment and stack-config text lists are comma separated; blanks are dropped."""
+    """Environment and stack-config text lists are comma separated; blanks are dropped. A JSON
+    array of strings (``'["10.0.0.0/8","192.168.0.0/16"]'``, how Pulumi users often write lists)
+    is read as that list."""
+    if value.lstrip().startswith("["):
+        try:
+            items = json.loads(value)
+        except ValueError:
+            items = None
+        if isinstance(items, list) and all(isinstance(i, str) for i in items):
+            return [item.strip() for item in items if item.strip()]
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
@@ -128,5 +138,7 @@ def _problems(exc: ValidationError, values: Mapping[str, Any], namer: Callable[[
         got = values.get(field, "<unset>") if field else ""
         got_text = f" (got {got!r})" if field else ""
         message = err["msg"].removeprefix("Value error, ")
+        if isinstance(got, str) and got.lstrip().startswith("["):
+            got_text += '; a list is comma-separated (a,b) or a JSON array of strings (["a","b"])'
         problems.append(f"{name}: {message}{got_text}")
     return problems
