@@ -35,12 +35,35 @@ from core.layout import STACK_OUTPUTS
 LOCAL_STACK = "local"
 STATE_DIR = ".dicomctl"
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+OFF_TERMINAL_WIDTH = 4000  # a pipe or a log file wraps nothing: rows and ids stay whole
+
+
+def _json_requested(ctx: typer.Context, value: bool) -> bool:
+    """A command's ``--json`` is the global one too: the error boundary answers in JSON as well."""
+    if value and isinstance(ctx.obj, AppContext):
+        ctx.obj.json = True
+    return value
+
+
+JsonOption = Annotated[
+    bool,
+    typer.Option("--json", help="Print machine-readable JSON on stdout.", callback=_json_requested),
+]
 
 
 def state_file(project_dir: Path) -> Path:
     """Where ``dicomctl dev``/``demo`` publish the running local stack's outputs and environment."""
     return project_dir / STATE_DIR / f"{LOCAL_STACK}.json"
+
+
+def _console(**kwargs: Any) -> Console:
+    """Rich output that never cuts a row: off a terminal (a pipe, a log file, CI) lines are as
+    long as they need to be; on a terminal, the terminal's width (cli/render.py stacks tables
+    that do not fit)."""
+    console = Console(highlight=False, **kwargs)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=OFF_TERMINAL_WIDTH, **kwargs)
+    return console
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,21 +90,45 @@ class AppContext:
     verbose: bool = False
     out: TextIO | None = None  # our stdout while in-process components' logs are sent to stderr
 
+    document: Any = None  # the command's JSON result, printed by the boundary with the outcome
+    streamed: bool = False  # JSON Lines went out already (streams)
+
     # --- output -----------------------------------------------------------------------------
     @property
     def console(self) -> Console:
-        return Console(file=self.out, highlight=False)
+        return _console(file=self.out)
 
     @cached_property
     def err(self) -> Console:
-        return Console(stderr=True, highlight=False)
+        return _console(stderr=True)
 
     def wants_json(self, local_flag: bool = False) -> bool:
         return self.json or local_flag
 
     def print_json(self, document: Any, lines: bool = False) -> None:
-        """Pretty JSON, or one compact line per document with ``lines`` (streams: JSON Lines)."""
-        typer.echo(json.dumps(document, indent=None if lines else 2, default=str), file=self.out)
+        """One compact line per document with ``lines`` (streams: JSON Lines, printed at once);
+        otherwise the command's one result document, which the error boundary (cli.main) prints
+        when the command ends, with the error in it if one ended the command."""
+        if lines:
+            self.streamed = True
+            typer.echo(json.dumps(document, default=str), file=self.out)
+        else:
+            self.document = document
+
+    def emit_document(self, error: dict[str, Any] | None = None) -> None:
+        """Print the one JSON document of this invocation: the result, the error, or both."""
+        document = self.document
+        if error is not None:
+            if isinstance(document, dict):
+                document = {**document, "ok": False, "error": error}
+            elif document is None or not self.streamed:
+                document = {"ok": False, "error": error} | ({"result": document} if document else {})
+            if self.streamed:  # a stream ends with one line saying why it ended
+                typer.echo(json.dumps({"ok": False, "error": error}, default=str), file=self.out)
+                return
+        if document is not None:
+            typer.echo(json.dumps(document, indent=2, default=str), file=self.out)
+        self.document = None
 
     @contextmanager
     def logs_to_stderr(self) -> Iterator[None]:
@@ -112,11 +159,18 @@ class AppContext:
     # --- config -----------------------------------------------------------------------------
     @cached_property
     def config(self) -> StackConfig:
+        stack_file = self.project_dir / f"Pulumi.{self.stack}.yaml"
         try:
-            if self.stack == LOCAL_STACK and not (self.project_dir / f"Pulumi.{LOCAL_STACK}.yaml").is_file():
+            if self.stack == LOCAL_STACK and not stack_file.is_file():
                 return from_flat({}, LOCAL_STACK, source="defaults")
             return load_stack(self.project_dir, self.stack)
         except ConfigError as exc:
+            if not stack_file.is_file():  # the model's one problem names the stacks that do exist
+                raise ConfigProblem(
+                    f"stack {self.stack!r} does not exist: {exc.problems[0]} (in {self.project_dir})",
+                    fix=f"pick one of the known stacks with --stack (or another --project-dir), "
+                    f"or create it with `pulumi stack init {self.stack}`",
+                ) from None
             raise ConfigProblem(
                 str(exc),
                 fix=f"fix the values in Pulumi.{self.stack}.yaml, or pick another stack with --stack",
@@ -150,6 +204,7 @@ class AppContext:
                     fix="run `dicomctl dev` in another terminal, or pass --stack NAME / --outputs FILE",
                 )
             return dict(self.local_state["outputs"])
+        self.config  # noqa: B018 - a stack that does not exist is named as such, before asking Pulumi
         if shutil.which("pulumi"):
             return self._pulumi_outputs()
         raise MissingOutput(

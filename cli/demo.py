@@ -142,7 +142,7 @@ def demo(
     if as_json:
         app.print_json(result)
     else:
-        app.console.print(jobs_table(jobs))
+        app.console.print(jobs_table(app.console, jobs))
         app.console.print(
             f"{result['instancesAcknowledged']}/{result['instancesSent']} instances acknowledged, "
             f"{sum(len(j['imageSetIds']) for j in result['jobs'])} image set(s), {result['seconds']} s"

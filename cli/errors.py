@@ -14,6 +14,16 @@ EXIT_UNREACHABLE = 3  # a host or endpoint could not be reached
 EXIT_REJECTED = 4  # the peer refused us (association rejected: wrong AE title, not allowed)
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
+# What each exit code means, as ``--json`` error documents say it (docs/cli.md "Exit codes").
+EXIT_MEANINGS = {
+    EXIT_OK: "success",
+    EXIT_FAILED: "not stored, job failed, refused, or the item does not exist",
+    EXIT_USAGE: "usage or configuration problem",
+    EXIT_UNREACHABLE: "unreachable, or the port does not speak DICOM",
+    EXIT_REJECTED: "rejected by the DICOM peer",
+    EXIT_INTERRUPTED: "interrupted",
+}
+
 
 class CliError(Exception):
     """An error with a message for the operator, an optional fix, and an exit code."""
@@ -60,3 +70,20 @@ class OperationFailed(CliError):
     """The request ran but did not succeed: not stored, job failed, check failed."""
 
     exit_code = EXIT_FAILED
+
+
+class Interrupted(CliError):
+    """Ctrl-C while the command was working."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def error_document(error: CliError) -> dict[str, object]:
+    """The ``error`` member of a ``--json`` document: what went wrong, the fix, the exit code, its meaning."""
+    return {
+        "type": type(error).__name__,
+        "message": error.message,
+        "fix": error.fix,
+        "exitCode": error.exit_code,
+        "meaning": EXIT_MEANINGS.get(error.exit_code, ""),
+    }

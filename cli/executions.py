@@ -11,12 +11,17 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
 
+from cli import render
+from cli.commands import Command, CommandGroup
 from cli.context import AppContext, JsonOption
 from cli.errors import OperationFailed
 
-app = typer.Typer(help="Step Functions executions of the import workflow.", no_args_is_help=True)
+app = typer.Typer(
+    help="Step Functions executions of the import workflow.", no_args_is_help=True, cls=CommandGroup
+)
 
 EXECUTION_STYLES = {
     "RUNNING": "blue",
@@ -47,13 +52,17 @@ def execution_arn(app: AppContext, name_or_arn: str) -> str:
     return machine.replace(":stateMachine:", ":execution:", 1) + ":" + name_or_arn
 
 
-def event_detail(event: dict[str, Any]) -> str:
-    """The interesting part of a history event: state name, error and cause, resource."""
+def event_parts(event: dict[str, Any]) -> tuple[str, str]:
+    """(state name or error: short, for a table cell; the cause: free text, shown below the table)."""
     details = next((v for k, v in event.items() if k.endswith("EventDetails") and isinstance(v, dict)), {})
-    parts = [str(details[k]) for k in ("name", "error") if details.get(k)]
-    if details.get("cause"):
-        parts.append(str(details["cause"])[:MAX_DETAIL])
-    return " ".join(parts)
+    short = " ".join(str(details[k]) for k in ("name", "error") if details.get(k))
+    return short, str(details.get("cause") or "")
+
+
+def event_detail(event: dict[str, Any]) -> str:
+    """The interesting part of a history event: state name, error and the start of the cause."""
+    short, cause = event_parts(event)
+    return " ".join(part for part in (short, cause[:MAX_DETAIL]) if part)
 
 
 def plain_event(event: dict[str, Any]) -> dict[str, Any]:
@@ -88,18 +97,28 @@ def open_execution(app: AppContext, execution: str) -> tuple[Any, str, dict[str,
     return sfn, arn, describe(sfn, arn)
 
 
-def events_table(events: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, show_header=True)
-    for column in ("#", "Time", "Event", "Detail"):
-        table.add_column(column, overflow="fold")
+def events_view(console: Console, events: list[dict[str, Any]], title: str) -> RenderableType:
+    """Events as a table of short cells; causes (error messages, stack traces) below it, whole."""
+    rows, causes = [], []
     for event in events:
-        row = plain_event(event)
-        style = event_style(row["type"])
-        table.add_row(str(row["id"]), row["timestamp"], f"[{style}]{row['type']}[/]", row["detail"])
-    return table
+        event_type = event.get("type", "")
+        short, cause = event_parts(event)
+        rows.append(
+            (str(event.get("id")), str(event.get("timestamp", "")), styled(event_type), escape(short))
+        )
+        if cause:
+            causes.append((f"#{event.get('id')} {event_type}:", cause))
+    return Group(
+        render.table(console, title, ["#", "Time", "Event", "State / error"], rows),
+        render.notes("Causes", causes),
+    )
 
 
-@app.command("list")
+def styled(event_type: str) -> str:
+    return f"[{event_style(event_type)}]{event_type}[/]"
+
+
+@app.command("list", cls=Command)
 def list_executions(
     ctx: typer.Context,
     status_filter: Annotated[
@@ -133,16 +152,20 @@ def list_executions(
     if app_ctx.wants_json(json_output):
         app_ctx.print_json(rows)
         return
-    table = Table(title=f"Executions ({len(rows)})", show_header=True)
-    for column in ("Name (batch id)", "Status", "Started", "Stopped"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        style = EXECUTION_STYLES.get(row["status"], "white")
-        table.add_row(row["name"], f"[{style}]{row['status']}[/]", row["startDate"], row["stopDate"])
-    app_ctx.console.print(table)
+    console = app_ctx.console
+    cells = [
+        (row["name"], f"[{EXECUTION_STYLES.get(row['status'], 'white')}]{row['status']}[/]")
+        + (row["startDate"], row["stopDate"])
+        for row in rows
+    ]
+    console.print(
+        render.table(
+            console, f"Executions ({len(rows)})", ["Name (batch id)", "Status", "Started", "Stopped"], cells
+        )
+    )
 
 
-@app.command("show")
+@app.command("show", cls=Command)
 def show(
     ctx: typer.Context,
     execution: ExecutionArgument,
@@ -167,10 +190,10 @@ def show(
         return
     style = EXECUTION_STYLES.get(described["status"], "white")
     app_ctx.console.print(f"[bold]{described['name']}[/]: [{style}]{described['status']}[/]")
-    app_ctx.console.print(events_table(events, "History"))
+    app_ctx.console.print(events_view(app_ctx.console, events, "History"))
 
 
-@app.command("tail")
+@app.command("tail", cls=Command)
 def tail(
     ctx: typer.Context,
     execution: ExecutionArgument,

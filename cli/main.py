@@ -8,15 +8,26 @@ errors we can explain become one message and a documented exit code (tracebacks 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer import TyperException
 
 from cli import config_cmd, demo, dev, dlq, echo, executions, load, send, status
+from cli.commands import Command, CommandGroup
 from cli.context import LOCAL_STACK, AppContext
-from cli.errors import EXIT_INTERRUPTED, CliError, ConfigProblem, OperationFailed, Unreachable
+from cli.errors import (
+    EXIT_USAGE,
+    CliError,
+    ConfigProblem,
+    Interrupted,
+    OperationFailed,
+    Unreachable,
+    UsageProblem,
+    error_document,
+)
 
 
 def _translate(exc: Exception) -> CliError | None:
@@ -47,25 +58,76 @@ def _translate(exc: Exception) -> CliError | None:
     return None
 
 
-class BoundaryGroup(TyperGroup):
-    """The top-level group: every subcommand runs inside ``invoke``, so this is the error boundary."""
+ARGV = "dicomctl.argv"  # ctx.meta key: the arguments as given, to tell whether --json was asked for
+TRUE_WORDS = ("1", "true", "yes", "on")
+
+
+def _wants_json(ctx: Any, app_ctx: AppContext) -> bool:
+    """``--json`` anywhere (global or on the command), or DICOMCTL_JSON: even when parsing failed."""
+    if app_ctx.json or os.environ.get("DICOMCTL_JSON", "").lower() in TRUE_WORDS:
+        return True
+    argv = ctx.meta.get(ARGV, [])
+    return "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
+
+
+class BoundaryGroup(CommandGroup):
+    """The top-level group: every subcommand runs inside ``invoke``, so this is the error boundary.
+
+    With ``--json`` every outcome is one JSON document on stdout: the command's result, or
+    ``{"ok": false, "error": {type, message, fix, exitCode, meaning}}`` (the result with an
+    ``error`` member when a command printed one and then failed); a stream ends with an error
+    line. People get the message and the fix on stderr either way.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta[ARGV] = list(args)
+        try:
+            return super().parse_args(ctx, args)
+        except TyperException as exc:  # a bad global option; Typer prints the usage message
+            self._json_usage_error(ctx, exc)
+            raise
 
     def invoke(self, ctx: Any):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except KeyboardInterrupt:
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            error: CliError | None = Interrupted("interrupted")
+        except TyperException as exc:  # no such command, a bad option of the command
+            self._json_usage_error(ctx, exc)
+            raise
         except Exception as exc:  # the boundary: explain what we can, re-raise the rest (typer.Exit, bugs)
             error = exc if isinstance(exc, CliError) else _translate(exc)
             if error is None:
                 raise
-            app_ctx = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext()
+        else:
+            _app_context(ctx).emit_document()
+            return result
+        app_ctx = _app_context(ctx)
+        if not isinstance(error, Interrupted):
             if app_ctx.verbose:
                 app_ctx.err.print_exception()
             app_ctx.err.print(f"[bold red]Error:[/] {error.message}", markup=True, soft_wrap=True)
             if error.fix:
                 app_ctx.err.print(f"[bold]Fix:[/] {error.fix}", markup=True, soft_wrap=True)
-            raise typer.Exit(error.exit_code) from None
+        if _wants_json(ctx, app_ctx):
+            app_ctx.emit_document(error_document(error))
+        raise typer.Exit(error.exit_code) from None
+
+    @staticmethod
+    def _json_usage_error(ctx: Any, exc: TyperException) -> None:
+        app_ctx = _app_context(ctx)
+        if _wants_json(ctx, app_ctx):
+            problem = UsageProblem(
+                exc.format_message(), fix="see `dicomctl --help` or `dicomctl COMMAND --help`"
+            )
+            problem.exit_code = getattr(exc, "exit_code", EXIT_USAGE)
+            app_ctx.emit_document(error_document(problem))
+
+
+def _app_context(ctx: Any) -> AppContext:
+    if not isinstance(ctx.obj, AppContext):  # failed before the global options were read
+        ctx.obj = AppContext()
+    return ctx.obj
 
 
 app = typer.Typer(
@@ -118,12 +180,12 @@ def main(
     )
 
 
-app.command("send")(send.send)
-app.command("load")(load.load)
-app.command("echo")(echo.echo)
-app.command("status")(status.status)
+app.command("send", cls=Command)(send.send)
+app.command("load", cls=Command)(load.load)
+app.command("echo", cls=Command)(echo.echo)
+app.command("status", cls=Command)(status.status)
 app.add_typer(executions.app, name="executions")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(config_cmd.app, name="config")
-app.command("dev")(dev.dev)
-app.command("demo")(demo.demo)
+app.command("dev", cls=Command)(dev.dev)
+app.command("demo", cls=Command)(demo.demo)

@@ -16,13 +16,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich import box
-from rich.console import Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.table import Table
+from rich.markup import escape
 
+from cli import render
 from cli.context import AppContext, JsonOption
 from cli.errors import OperationFailed, UsageProblem
+from cli.render import Column
 from core.layout import JOB_STATES, TERMINAL_STATES
 
 STATUS_STYLES = {
@@ -96,67 +97,97 @@ def fetch_job(ddb: Any, table: str, job_id: str) -> dict[str, Any]:
     return job
 
 
-def jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    """Ids are never wrapped (operators copy them); times are in ``status JOB_ID`` and ``--json``."""
-    table = Table(title=f"Jobs ({len(jobs)})", box=box.SIMPLE_HEAD, pad_edge=False, show_header=True)
-    table.add_column("Job (batch id)", no_wrap=True, min_width=33)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Imported", no_wrap=True, justify="right")
-    table.add_column("Calling AE", overflow="fold", max_width=16)
-    table.add_column("Image sets", no_wrap=True, min_width=32)
+def counts(job: dict[str, Any]) -> tuple[str, str, str]:
+    """(received, unique, replaced) as shown: instances acknowledged, distinct SOP Instance UIDs,
+    and receipts that did not become an instance of their own (the same UID sent again)."""
+    received = job.get("receivedCount", job.get("instanceCount"))
+    unique, replaced = job.get("uniqueCount"), job.get("replacedCount")
+    return tuple("-" if v is None else str(v) for v in (received, unique, replaced))  # type: ignore[return-value]
+
+
+def jobs_table(console: Console, jobs: list[dict[str, Any]]) -> RenderableType:
+    """Ids are never cut (operators copy them); times are in ``status JOB_ID`` and ``--json``."""
+    rows = []
     for job in jobs:
-        table.add_row(
-            job.get("jobId", ""),
-            styled(job.get("currentStatus", "?")),
-            f"{job.get('importedCount', '-')}/{job.get('instanceCount', '?')}",
-            job.get("callingAeTitle", ""),
-            "\n".join(job.get("imageSetIds", []) or []) or "-",
+        received, unique, replaced = counts(job)
+        rows.append(
+            (
+                job.get("jobId", ""),
+                styled(job.get("currentStatus", "?")),
+                received,
+                unique,
+                replaced,
+                f"{job.get('importedCount', '-')}/{job.get('instanceCount', '?')}",
+                escape(job.get("callingAeTitle", "")),
+                "\n".join(job.get("imageSetIds", []) or []) or "-",
+            )
         )
-    return table
+    number = ("Received", "Unique", "Replaced", "Imported")
+    columns = ["Job (batch id)", "Status", *(Column(n, "right") for n in number), "Calling AE", "Image sets"]
+    return render.table(console, f"Jobs ({len(jobs)})", columns, rows)
 
 
-def job_view(job: dict[str, Any]) -> Group:
+SUMMARY_FIELDS = (
+    ("Status", "currentStatus"),
+    ("Calling AE", "callingAeTitle"),
+    ("Called AE", "calledAeTitle"),
+    ("Received", "receivedCount"),
+    ("Unique", "uniqueCount"),
+    ("Replaced", "replacedCount"),
+    ("Instances", "instanceCount"),
+    ("Bytes", "totalBytes"),
+    ("Imported", "importedCount"),
+    ("Failed", "failedCount"),
+    ("Import job", "importJobId"),
+    ("Datastore", "datastoreId"),
+    ("Failed state", "failedState"),
+    ("Error", "error"),
+    ("Created", "createdAt"),
+    ("Updated", "updatedAt"),
+)
+
+
+def job_view(console: Console, job: dict[str, Any]) -> Group:
     summary = job["summary"] or {}
-    head = Table(show_header=False, title=f"Job {summary.get('jobId', '')}")
-    head.add_column("field", style="bold")
-    head.add_column("value", overflow="fold")
-    for label, key in (
-        ("Status", "currentStatus"),
-        ("Calling AE", "callingAeTitle"),
-        ("Called AE", "calledAeTitle"),
-        ("Instances", "instanceCount"),
-        ("Bytes", "totalBytes"),
-        ("Imported", "importedCount"),
-        ("Failed", "failedCount"),
-        ("Import job", "importJobId"),
-        ("Datastore", "datastoreId"),
-        ("Error", "error"),
-        ("Created", "createdAt"),
-        ("Updated", "updatedAt"),
-    ):
-        if key in summary:
-            value = summary[key]
-            head.add_row(label, styled(value) if key == "currentStatus" else str(value))
-    image_sets = summary.get("imageSetIds") or []
-    head.add_row("Image sets", "\n".join(image_sets) or "-")
-    head.add_row("Studies", "\n".join(s.get("studyInstanceUid", "") for s in job["studies"]) or "-")
-    timeline = Table(title="Timeline", show_header=True)
-    for column in ("At", "Status", "Details"):
-        timeline.add_column(column, overflow="fold")
-    for event in job["timeline"]:
-        details = ", ".join(f"{k}={v}" for k, v in (event.get("details") or {}).items())
-        timeline.add_row(event.get("at", ""), styled(event.get("status", "")), details)
-    parts: list[Any] = [head, timeline]
+    pairs = [
+        (label, styled(summary[key]) if key == "currentStatus" else escape(str(summary[key])))
+        for label, key in SUMMARY_FIELDS
+        if key in summary
+    ]
+    pairs.append(("Image sets", "\n".join(summary.get("imageSetIds") or []) or "-"))
+    pairs.append(("Studies", "\n".join(s.get("studyInstanceUid", "") for s in job["studies"]) or "-"))
+    parts: list[Any] = [render.fields(console, f"Job {summary.get('jobId', '')}", pairs)]
+    if summary.get("errorCause"):
+        parts.append(render.notes("Why it failed", [("cause:", summary["errorCause"])]))
+    replaced = summary.get("replacedSopInstanceUids") or []
+    if replaced:
+        title = (
+            f"Replaced ({summary.get('replacedCount', len(replaced))}): SOP Instance UIDs received more than "
+            "once; HealthImaging keeps one instance per UID"
+        )
+        parts.append(render.notes(title, [(uid, "") for uid in replaced]))
+    timeline = [
+        (
+            f"{event.get('at', '')} {styled(event.get('status', ''))}",
+            ", ".join(f"{k}={v}" for k, v in (event.get("details") or {}).items()),
+        )
+        for event in job["timeline"]
+    ]
+    parts.append(render.notes("Timeline", timeline))
     failures = summary.get("failures") or []
     if failures:
-        table = Table(title=f"Instances not imported ({summary.get('failedCount', len(failures))})")
-        for column in ("SOP Instance UID", "Stage", "Reason"):
-            table.add_column(column, overflow="fold")
-        for failure in failures:
-            table.add_row(
-                failure.get("sopInstanceUid", ""), failure.get("stage", ""), str(failure.get("reason", ""))
+        parts.append(
+            render.notes(
+                f"Instances not imported ({summary.get('failedCount', len(failures))})",
+                [
+                    (
+                        failure.get("sopInstanceUid", "") or "-",
+                        f"{failure.get('stage', '')}: {failure.get('reason', '')}",
+                    )
+                    for failure in failures
+                ],
             )
-        parts.append(table)
+        )
     return Group(*parts)
 
 
@@ -241,18 +272,19 @@ def status(
             return fetch_job(ddb, table_name, job_id)
         return fetch_jobs(ddb, table_name, status_filter, study, calling_aet, since_iso, limit)
 
-    def render(data: Any) -> Any:
-        return job_view(data) if job_id else jobs_table(data)
+    def render_view(data: Any) -> Any:
+        console = app.console
+        return job_view(console, data) if job_id else jobs_table(console, data)
 
     as_json = app.wants_json(json_output)
     if not (watch or until_done):
         if as_json:
             app.print_json(fetch())
         else:
-            app.console.print(render(fetch()))
+            app.console.print(render_view(fetch()))
         return
     try:
-        with screen(app, as_json, render) as show:
+        with screen(app, as_json, render_view) as show:
             watch_until(fetch, show, interval, until_done)
     except KeyboardInterrupt:
         app.err.print("stopped watching")
