@@ -75,6 +75,9 @@ class ManifestInstance(BaseModel):
     transfer_syntax_uid: str = Field(alias="transferSyntaxUid")
     size: int
     sha256: str  # hex digest of the whole Part 10 file as stored
+    # Receipts of this key in the batch: the same SOP Instance UID sent again into the same
+    # series replaces the stored object (the last one is kept), and the job table counts them.
+    received_count: int = Field(1, alias="receivedCount", ge=1)
 
 
 class BatchManifest(BaseModel):

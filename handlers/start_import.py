@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
-from core.layout import JOB_STATES
+from core.layout import JOB_STATES, BatchManifest
 from handlers import aws, objects
 from handlers.errors import NoValidInstances, classify
 from handlers.jobs import JobTable, failures_for_summary
@@ -25,9 +25,28 @@ from handlers.validation import load_manifest, validate_batch
 
 logger, metrics, tracer = powertools()
 
+MAX_LISTED_REPLACED = 100  # SOP Instance UIDs named on the summary (the item limit is 400 KB)
+
 
 def output_s3_uri(results_bucket: str, attempt: str) -> str:
     return f"s3://{results_bucket}/{attempt}/"
+
+
+def receipts(manifest: BatchManifest) -> dict[str, Any]:
+    """Instances acknowledged (received), distinct SOP Instance UIDs (unique) and the receipts
+    that did not become an instance of their own (replaced: the same UID sent again, into the
+    same series, which the SCP keeps once, or into another one, which HealthImaging keeps once)."""
+    per_uid: Counter[str] = Counter()
+    for instance in manifest.instances:
+        per_uid[instance.sop_instance_uid] += instance.received_count
+    received = sum(per_uid.values())
+    replaced = sorted(uid for uid, count in per_uid.items() if count > 1)
+    return {
+        "receivedCount": received,
+        "uniqueCount": len(per_uid),
+        "replacedCount": received - len(per_uid),
+        "replacedSopInstanceUids": replaced[:MAX_LISTED_REPLACED],
+    }
 
 
 def validate_and_quarantine(
@@ -56,13 +75,18 @@ def validate_and_quarantine(
     ]
     valid = len(verdicts) - len(invalid)
     studies = Counter(i.study_instance_uid for i in manifest.instances)
+    counted = receipts(manifest)
     jobs.record_studies(batch_id, studies)
     jobs.record(
         batch_id,
         "VALIDATED",
         attempt=attempt,
         clear=("error", "errorCause", "failedState"),  # left by an earlier attempt, if any
-        details={"valid": valid, "quarantined": len(invalid)},
+        details={
+            "valid": valid,
+            "quarantined": len(invalid),
+            "replaced": counted["replacedCount"],
+        },
         summary={
             "callingAeTitle": manifest.calling_ae_title or None,
             "calledAeTitle": manifest.called_ae_title or None,
@@ -74,6 +98,7 @@ def validate_and_quarantine(
             "quarantinedCount": len(invalid),
             "studyInstanceUids": sorted(studies),
             "failures": failures_for_summary(failures),
+            **counted,
         },
     )
     metrics.add_metric(name="InstancesValidated", unit=MetricUnit.Count, value=len(verdicts))

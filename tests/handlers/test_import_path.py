@@ -7,9 +7,10 @@ import warnings
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import generate_uid
 
 from cli.jobs_query import get_job
-from core.layout import QUARANTINE_PREFIX
+from core.layout import QUARANTINE_PREFIX, manifest_key
 from handlers import check_status, record_results, start_import
 from handlers.errors import NoValidInstances, Throttled
 from local.moto_lambda import LambdaContext
@@ -88,6 +89,24 @@ def test_replayed_start_is_one_import_job(aws, study):
     assert aws.ahi.start_import_calls == before + 1
     timeline = get_job(aws.client("dynamodb"), aws.table, manifest.batch_id)["timeline"]
     assert [t["status"] for t in timeline] == ["VALIDATED", "SUBMITTED"]
+
+
+def test_the_same_sop_instance_uid_received_again_is_counted_as_replaced(aws, study, tmp_path):
+    """A key the SCP stored more than once carries its receipts; the same UID in another series is
+    another key. The job says received, unique and replaced, and names the replaced UIDs."""
+    s3 = aws.client("s3")
+    other_series = dcmread(study[0])
+    other_series.SeriesInstanceUID = generate_uid()
+    other_series.save_as(tmp_path / "other-series.dcm")
+    manifest = upload_batch(s3, aws.bucket, [*study, tmp_path / "other-series.dcm"], write_manifest=False)
+    manifest.instances[1].received_count = 3  # sent three times into its series, stored once
+    s3.put_object(Bucket=aws.bucket, Key=manifest_key(manifest.batch_id), Body=manifest.to_json().encode())
+    start_import.handler(_event(aws, manifest), _context("start_import"))
+    summary = get_job(aws.client("dynamodb"), aws.table, manifest.batch_id)["summary"]
+    assert (summary["receivedCount"], summary["uniqueCount"], summary["replacedCount"]) == (6, 3, 3)
+    assert summary["instanceCount"] == 4
+    uids = sorted({manifest.instances[0].sop_instance_uid, manifest.instances[1].sop_instance_uid})
+    assert summary["replacedSopInstanceUids"] == uids
 
 
 def test_invalid_instances_are_quarantined_with_reasons(aws, study, tmp_path):
