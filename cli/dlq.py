@@ -12,25 +12,61 @@ Redrive semantics (documented in docs/cli.md):
   started; the DLQ message is deleted only after the execution has started (or was found
   running), so an interrupted redrive can simply be run again;
 - the import job keeps clientToken = batchId, so HealthImaging does not import the batch twice
-  when the earlier StartDICOMImportJob had been accepted.
+  when the earlier StartDICOMImportJob had been accepted;
+- a permanent failure (every instance failed validation, the manifest is gone) would fail the
+  same way again: it is not re-run without ``--force``; the answer says why and what would
+  change it, and the message stays in the DLQ.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
+from cli import render
+from cli.commands import Command, CommandGroup
 from cli.context import AppContext, JsonOption
-from cli.errors import OperationFailed, UsageProblem
+from cli.errors import MissingOutput, OperationFailed, UsageProblem
+from cli.render import Column
 from core.contracts import DlqMessage, execution_input
 
-app = typer.Typer(help="Inspect and re-drive failed batches (the dead-letter queue).", no_args_is_help=True)
+app = typer.Typer(
+    help="Inspect and re-drive failed batches (the dead-letter queue).",
+    no_args_is_help=True,
+    cls=CommandGroup,
+)
 
 REDRIVE_SUFFIX = "-redrive-"
 HOLD_SECONDS = 60  # a message being redriven stays invisible this long
+MAX_REASONS = 5
+
+
+@dataclass(frozen=True)
+class Permanent:
+    """A failure a redrive cannot change: why, and what would."""
+
+    why: str
+    remedy: str  # {batch} and {bucket} are filled in
+
+
+# Errors the workflow raises when re-running the same batch cannot succeed (handlers/errors.py).
+PERMANENT_ERRORS = {
+    "NoValidInstances": Permanent(
+        why="every instance of the batch failed validation; a redrive validates the same objects "
+        "again and fails the same way",
+        remedy="send corrected instances again from the modality (they arrive as a new batch); the "
+        "refused objects and their reasons are under s3://{bucket}/quarantine/{batch}/",
+    ),
+    "ManifestError": Permanent(
+        why="the batch manifest is missing or unreadable, so there is nothing to re-run",
+        remedy="restore s3://{bucket}/batches/{batch}.json (the SCP's sweeper seals batches left open)",
+    ),
+}
 
 
 def read_messages(sqs: Any, queue_url: str, limit: int, hold_seconds: int = 0) -> list[dict[str, Any]]:
@@ -104,7 +140,7 @@ def redrive_batch(
     return {"batchId": batch_id, "outcome": "started", "execution": name}
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 def list_dlq(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most messages to show.")] = 100,
@@ -130,21 +166,68 @@ def list_dlq(
     if app_ctx.wants_json(json_output):
         app_ctx.print_json(rows)
         return
-    table = Table(title=f"Dead-letter queue ({len(rows)} failed batches)", show_header=True)
-    for column in ("Batch id", "Failed state", "Error", "Cause", "At"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(row["batchId"], row["state"], f"[red]{row['error']}[/]", row["cause"][:200], row["at"])
-    app_ctx.console.print(table)
+    console = app_ctx.console
+    cells = [
+        (
+            row["batchId"],
+            escape(row["state"]),
+            f"[red]{escape(row['error'])}[/]",
+            row["at"],
+            str(row["receiveCount"]),
+        )
+        for row in rows
+    ]
+    columns = ["Batch id", "Failed state", "Error", "At", Column("Receives", "right")]
+    console.print(render.table(console, f"Dead-letter queue ({len(rows)} failed batches)", columns, cells))
+    console.print(
+        render.notes("Causes", [(f"{row['batchId']}:", row["cause"]) for row in rows if row["cause"]])
+    )
 
 
-@app.command("redrive")
+def failure_reasons(app_ctx: AppContext, batch_id: str) -> dict[str, int]:
+    """Why the batch's instances were refused, counted, from its job (none when the table is unknown)."""
+    from handlers import jobs_query
+
+    try:
+        table = app_ctx.output("jobTable")
+    except MissingOutput:
+        return {}
+    summary = jobs_query.get_job(app_ctx.client("dynamodb"), table, batch_id)["summary"] or {}
+    reasons = Counter(str(f.get("reason", "")) for f in summary.get("failures") or [])
+    return dict(reasons.most_common(MAX_REASONS))
+
+
+def refusal(app_ctx: AppContext, body: dict[str, Any], bucket: str) -> dict[str, Any] | None:
+    """The outcome for a batch that failed permanently (not re-run), or None when a redrive can help."""
+    permanent = PERMANENT_ERRORS.get(str(body.get("error", "")))
+    if permanent is None:
+        return None
+    batch_id = body["batchId"]
+    return {
+        "batchId": batch_id,
+        "outcome": "refused-permanent",
+        "execution": None,
+        "error": body.get("error"),
+        "why": permanent.why,
+        "whatWouldChangeIt": permanent.remedy.format(batch=batch_id, bucket=bucket),
+        "reasons": failure_reasons(app_ctx, batch_id),
+    }
+
+
+@app.command("redrive", cls=Command)
 def redrive(
     ctx: typer.Context,
     batch_ids: Annotated[
         list[str] | None, typer.Argument(help="Batches to re-run (default: with --all).")
     ] = None,
     all_batches: Annotated[bool, typer.Option("--all", help="Re-run every batch in the DLQ.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Re-run also batches that failed permanently (every instance invalid, no manifest).",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Re-run failed batches: start a new execution per batch, then remove its DLQ message."""
@@ -157,10 +240,14 @@ def redrive(
     wanted = set(batch_ids or [])
     outcomes: list[dict[str, Any]] = []
     handled: set[str] = set()
+    refused: dict[str, dict[str, Any]] = {}
     for message in read_messages(sqs, queue_url, 1000, hold_seconds=HOLD_SECONDS):
         body = parse_body(message)
         batch_id = body.get("batchId")
-        if not batch_id or (wanted and batch_id not in wanted):
+        wanted_here = batch_id and (not wanted or batch_id in wanted)
+        if wanted_here and not force and batch_id not in refused:
+            refused[batch_id] = refusal(app_ctx, body, bucket) or {}
+        if not wanted_here or refused.get(batch_id):  # not ours, or kept in the DLQ: visible again
             sqs.change_message_visibility(
                 QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
             )
@@ -169,15 +256,28 @@ def redrive(
             outcomes.append(redrive_batch(sfn, machine, body, bucket, poll))
             handled.add(batch_id)
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-    missing = sorted(wanted - handled)
+    refusals = [r for r in refused.values() if r]
+    missing = sorted(wanted - handled - set(refused))
     if app_ctx.wants_json(json_output):
-        app_ctx.print_json({"redriven": outcomes, "notInDlq": missing})
+        app_ctx.print_json({"redriven": outcomes, "refused": refusals, "notInDlq": missing})
     else:
-        table = Table(title="Redrive", show_header=True)
-        for column in ("Batch id", "Outcome", "Execution"):
-            table.add_column(column, overflow="fold")
-        for outcome in outcomes:
-            table.add_row(outcome["batchId"], outcome["outcome"], outcome["execution"])
-        app_ctx.console.print(table)
+        console = app_ctx.console
+        rows = [(o["batchId"], o["outcome"], o["execution"]) for o in outcomes]
+        rows += [(r["batchId"], f"[red]{r['outcome']}[/]", "-") for r in refusals]
+        console.print(render.table(console, "Redrive", ["Batch id", "Outcome", "Execution"], rows))
+        for r in refusals:
+            reasons = [(f"{count} x", reason) for reason, count in r["reasons"].items()]
+            console.print(
+                render.notes(
+                    f"{r['batchId']}: not re-run, the failure ({r['error']}) is permanent",
+                    [("why:", r["why"]), ("what would change it:", r["whatWouldChangeIt"])] + reasons,
+                )
+            )
+    if refusals:
+        names = ", ".join(r["batchId"] for r in refusals)
+        raise OperationFailed(
+            f"not re-run: {len(refusals)} batch(es) failed permanently ({names})",
+            fix="fix what the answer names, or re-run anyway with --force",
+        )
     if missing:
         raise OperationFailed(f"not in the DLQ: {', '.join(missing)}", fix="see `dicomctl dlq list`")

@@ -3,7 +3,10 @@ pynetdicom Store SCP with scripted statuses, synthetic studies, and moto in serv
 
 from __future__ import annotations
 
+import os
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,3 +96,16 @@ def ct_study(tmp_path_factory) -> list[Path]:
 
 def peer_args(scp: ScriptedScp) -> list[str]:
     return ["--host", "127.0.0.1", "--port", str(scp.port), "--called-aet", scp.ae_title]
+
+
+DICOMCTL = str(Path(sys.executable).parent / "dicomctl")
+
+
+def run_dicomctl(*args, columns: int = 80, cwd: Path | None = None, timeout: float = 120):
+    """``dicomctl args`` as its own process, stdout and stderr on pipes (not a terminal), at a
+    terminal width of ``columns``: what a script, ``| cat`` or ``| tee log`` sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMCTL_")}
+    env |= {"COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"}
+    return subprocess.run(
+        [DICOMCTL, *(str(a) for a in args)], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -22,12 +24,13 @@ from pathlib import Path
 import pytest
 from moto.server import ThreadedMotoServer
 
-from cli.errors import EXIT_FAILED, EXIT_USAGE
+from cli.errors import EXIT_FAILED, EXIT_MEANINGS, EXIT_USAGE
+from cli.reference import render as render_reference
 from core.layout import new_batch_id
 from handlers.jobs import JobTable
 from local.credentials import local_client
 from local.stack import create_job_table
-from tests.cli.conftest import FAKE_AWS
+from tests.cli.conftest import DICOMCTL, FAKE_AWS, run_dicomctl
 
 STUDY = "1.2.826.0.1.3680043.8.498.1111"
 # Wait for $.wait seconds, then fail or succeed as $.fail says: enough to see states and events.
@@ -376,3 +379,128 @@ def test_dlq_list_and_redrive_is_idempotent(invoke, aws):
     assert again.exit_code == EXIT_FAILED and "not in the DLQ" in again.stderr
     usage = invoke(*aws.cli("dlq", "redrive"))
     assert usage.exit_code == EXIT_USAGE
+
+
+# --- as an operator runs it: its own process, output on a pipe ----------------------------------
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_piped_tables_keep_every_id_and_status_whole(aws, columns):
+    listed = run_dicomctl(*aws.cli("status"), columns=columns)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    for job_id, status, ae in (
+        (aws.completed, "COMPLETED", "CT-ROOM-1"),
+        (aws.partial, "PARTIAL", "MR-ROOM-2"),
+        (aws.failed, "FAILED", "CT-ROOM-1"),
+    ):
+        row = next(line for line in lines if job_id in line)  # one row per job, never wrapped
+        assert status in row.split() and ae in row.split()
+    assert any("b" * 32 in line.split() for line in lines)
+    one = run_dicomctl(*aws.cli("status", aws.partial), columns=columns)
+    assert one.returncode == 0, one.stderr
+    assert f"Job {aws.partial}" in one.stdout.splitlines()[0]
+    assert any(line.split()[:2] == ["1.2.3.4.5", "import:"] for line in one.stdout.splitlines())
+    assert "…" not in listed.stdout + one.stdout
+
+
+def test_a_narrow_terminal_stacks_the_columns_instead_of_cutting(aws):
+    """On a 60-column terminal (a pty) the job list does not fit: each job is a record."""
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DICOMCTL_")} | {"COLUMNS": "60"}
+    process = subprocess.Popen(
+        [DICOMCTL, *aws.cli("status")], stdin=terminal, stdout=terminal, stderr=terminal, env=env
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the process ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.wait(timeout=30) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", output.decode())
+    lines = [line.strip() for line in text.splitlines()]
+    for job_id in (aws.completed, aws.partial, aws.failed):
+        assert job_id in lines  # the record's heading: the whole id on its own line
+    assert "Status      COMPLETED" in lines and "…" not in text
+    assert all(len(line) <= 60 for line in text.splitlines())
+
+
+ERRORS = {
+    "config": (["--stack", "nosuch", "config", "validate"], EXIT_USAGE, "ConfigProblem"),
+    "usage": (["status", "--since", "yesterday"], EXIT_USAGE, "UsageProblem"),
+    "bad option": (["status", "--limit", "0"], EXIT_USAGE, "UsageProblem"),
+    "no such command": (["true", "status"], EXIT_USAGE, "UsageProblem"),
+    "missing output": (["status"], EXIT_USAGE, "MissingOutput"),
+    "not found": (["status", "20990101T000000Z-0000000000000000"], EXIT_FAILED, "OperationFailed"),
+    "unreachable": (["status"], 3, "Unreachable"),
+}
+
+
+@pytest.mark.parametrize("kind", ERRORS)
+def test_json_errors_are_one_document_on_stdout(aws, kind, tmp_path):
+    args, code, error_type = ERRORS[kind]
+    if kind == "missing output":
+        (tmp_path / "outputs.json").write_text(json.dumps({"region": "us-east-1"}))
+        cli = aws.cli(outputs=tmp_path / "outputs.json")
+    else:
+        cli = aws.cli()
+    if kind == "unreachable":
+        cli[cli.index("--endpoint-url") + 1] = "http://127.0.0.1:9"
+    result = run_dicomctl("--json", *cli, *args, columns=60 if len(kind) % 2 else 80)
+    assert result.returncode == code, result.stderr
+    document = json.loads(result.stdout)  # one JSON document, nothing else
+    error = document["error"]
+    assert document["ok"] is False and error["type"] == error_type and error["exitCode"] == code
+    assert error["message"] and error["meaning"] == EXIT_MEANINGS[code]
+    assert "Traceback" not in result.stderr and error["message"].split(":")[0] in result.stderr
+
+
+def test_help_shows_flags_as_flags():
+    top = run_dicomctl("--help")
+    status_help = run_dicomctl("status", "--help", columns=100)
+    assert top.returncode == status_help.returncode == 0
+    for text, flags in ((top.stdout, ("--json", "--verbose", "--help")), (status_help.stdout, ("--watch",))):
+        for flag in flags:
+            line = next(line for line in text.splitlines() if flag in line)
+            assert "<" not in line, line
+    assert "<bool>" not in render_reference()
+
+
+def test_redrive_of_a_permanent_failure_is_refused_with_why_until_forced(aws, tmp_path):
+    queue = aws.sqs.create_queue(QueueName="dlq-permanent")["QueueUrl"]
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps({**json.loads(aws.outputs.read_text()), "dlqUrl": queue}))
+    batch = new_batch_id()
+    jobs = JobTable(aws.ddb, aws.table, ttl_days=1)
+    jobs.record(batch, "RECEIVED", summary={"manifestKey": f"batches/{batch}.json"})
+    reason = "not a DICOM Part 10 file"
+    bad = [{"sopInstanceUid": f"1.2.3.{i}", "stage": "validation", "reason": reason} for i in (1, 2)]
+    jobs.record(batch, "VALIDATED", summary={"instanceCount": 2, "validCount": 0, "failures": bad})
+    cause = f"batch {batch}: all 2 instances failed validation"
+    arn = aws.run_execution(batch, 0, True)
+    assert aws.wait_done(arn) == "FAILED"
+    body = {"batchId": batch, "state": "StartImport", "error": "NoValidInstances", "cause": cause}
+    aws.sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({**body, "executionArn": arn}))
+
+    refused = run_dicomctl(*aws.cli("dlq", "redrive", batch, outputs=outputs), columns=60)
+    assert refused.returncode == EXIT_FAILED, refused.stderr
+    assert "failed permanently" in refused.stderr and "--force" in refused.stderr
+    out = refused.stdout
+    assert (
+        batch in out and "refused-permanent" in out and "every instance of the batch failed validation" in out
+    )
+    assert "send corrected instances again" in out and "2 x not a DICOM Part 10 file" in out
+    listed = json.loads(run_dicomctl(*aws.cli("dlq", "list", "--json", outputs=outputs)).stdout)
+    assert [m["batchId"] for m in listed] == [batch]  # still in the DLQ, nothing was started
+    names = [e["name"] for e in aws.sfn.list_executions(stateMachineArn=aws.machine)["executions"]]
+    assert f"{batch}-redrive-1" not in names
+
+    forced = run_dicomctl(*aws.cli("--json", "dlq", "redrive", batch, "--force", outputs=outputs))
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads(forced.stdout)["redriven"][0]["outcome"] == "started"
