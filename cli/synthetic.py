@@ -1,13 +1,15 @@
 """Synthetic DICOM studies: realistic tags and real pixel data, obviously fake patients.
 
-Used by ``dicomctl send --synthetic``, ``dicomctl demo``, the load generator and the benchmarks
-(the SCP and bench helpers reuse ``write_study``). Every study gets fresh UIDs, so sending the
+Used by ``dicomctl send --synthetic``, ``dicomctl demo``, the load generator (``StudyStream``:
+a new patient and new UIDs per simulated study) and the benchmarks (the SCP and bench helpers
+reuse ``write_study``). Every study gets fresh UIDs, so sending the
 same synthetic study twice never collides with an earlier one. Files are written as DICOM Part 10
 so the sender can send them straight from disk.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -282,3 +284,72 @@ def _encode(ds: Dataset, profile: ModalityProfile, ts: uid.UID) -> None:
         ds.compress(ts, generate_instance_uid=False)
     else:
         ds.file_meta.TransferSyntaxUID = ts
+
+
+# What one study of each modality usually holds: (series, fewest instances, most instances).
+TYPICAL_STUDIES: dict[str, tuple[int, int, int]] = {
+    "CT": (2, 60, 240),
+    "MR": (5, 80, 160),
+    "CR": (1, 1, 4),
+    "US": (1, 8, 40),
+}
+TEMPLATE_IMAGES = 8  # distinct images a simulated study cycles through
+
+
+class StudyStream:
+    """One simulated modality's studies, as real traffic has them: each its own patient and
+    Study, Series and SOP Instance UIDs, a size typical of the modality unless one is asked for.
+
+    The pixel data of a few template images is made once; a new study then costs a header
+    rewrite and a file write per instance (``dicomctl load`` counts that as the sender's time).
+    Studies are written under ``directory``; ``discard`` removes one that was sent.
+    """
+
+    def __init__(self, directory: Path, modality: str, rows: int, seed: int = 0):
+        from pydicom import dcmread
+
+        self.directory = Path(directory)
+        self.modality = modality.upper()
+        self.profile = PROFILES[self.modality]
+        templates = write_study(self.directory / "template", self.modality, TEMPLATE_IMAGES, rows, rows)
+        self._templates = [dcmread(path) for path in templates]
+        self._random = random.Random(f"{seed}-{self.modality}")
+        self.studies = 0
+
+    def typical_size(self) -> int:
+        _, fewest, most = TYPICAL_STUDIES[self.modality]
+        return self._random.randint(fewest, most)
+
+    def next_study(self, instances: int | None = None) -> tuple[str, list[Path]]:
+        """Write the next study (``instances``, else a typical size); returns its UID and files."""
+        self.studies += 1
+        count = instances or self.typical_size()
+        series = min(TYPICAL_STUDIES[self.modality][0], count)
+        now = datetime.now(UTC)
+        study_uid = uid.generate_uid()
+        study = _study_dataset(self.modality, self.profile, study_uid, now, self.studies)
+        folder = self.directory / f"study-{self.studies}"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        per_series = -(-count // series)
+        for index in range(count):
+            series_number, number = index // per_series + 1, index % per_series + 1
+            if number == 1:
+                series_uid, frame_uid = uid.generate_uid(), uid.generate_uid()
+            ds = self._templates[index % TEMPLATE_IMAGES]
+            ds.update(study)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid.generate_uid()
+            ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = series_uid, series_number, number
+            if "FrameOfReferenceUID" in ds:
+                ds.FrameOfReferenceUID = frame_uid
+                ds.SliceLocation = -(number - 1) * self.profile.slice_thickness
+                ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], ds.SliceLocation]
+            path = folder / f"{ds.SOPInstanceUID}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            paths.append(path)
+        return study_uid, paths
+
+    @staticmethod
+    def discard(paths: list[Path]) -> None:
+        for path in paths:
+            path.unlink(missing_ok=True)

@@ -45,6 +45,9 @@ class ScriptedScp:
     fail_first: dict[str, int] = field(default_factory=dict)  # uid -> status, first attempt only
     received: dict[str, int] = field(default_factory=dict)  # uid -> dataset bytes
     calling_aets: set[str] = field(default_factory=set)
+    studies: dict[str, tuple[str, str, str]] = field(
+        default_factory=dict
+    )  # SOP UID -> study, series, patient
     attempts: dict[str, int] = field(default_factory=dict)
     port: int = 0
     ssl_context: ssl.SSLContext | None = None
@@ -59,6 +62,8 @@ class ScriptedScp:
             if uid in self.fail_first and self.attempts[uid] == 1:
                 return self.fail_first[uid]
             self.received[uid] = len(event.request.DataSet.getvalue())
+            header = event.dataset
+            self.studies[uid] = (header.StudyInstanceUID, header.SeriesInstanceUID, str(header.PatientID))
         return 0x0000
 
     def start(self) -> None:

@@ -156,6 +156,17 @@ def test_load_simulates_modalities_and_reports_percentiles(invoke, scp):
     assert scp.calling_aets == {"SIM-CT1", "SIM-MR2"}
     latency = document["latencyMs"]
     assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
+    # every simulated study is a study of its own: its own StudyInstanceUID, series and patient
+    sent = [uid for m in document["modalities"] for uid in m["studyInstanceUids"]]
+    assert len(sent) == len(set(sent)) == document["studies"] >= 2
+    received = {study for study, _, _ in scp.studies.values()}
+    assert received == set(sent)
+    series_of = {serie: study for study, serie, _ in scp.studies.values()}
+    assert len(series_of) == len(set(scp.studies.values()))  # no series in two studies
+    patients = {(study, patient) for study, _, patient in scp.studies.values()}
+    assert len(patients) == len(received) == len({patient for _, patient in patients})  # one each
+    spent = document["timeSpent"]["perInstanceMs"]
+    assert spent["gatewayMs"] > 0 and spent["senderPrepareMs"] > 0
 
 
 def test_load_refuses_non_loopback_targets(invoke):
