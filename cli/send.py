@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from cli import peer as peer_opts
+from cli import render
 from cli.context import AppContext, JsonOption
 from cli.errors import OperationFailed, UsageProblem
+from cli.render import Column
 from cli.sender import AssociationFailed, InstanceResult, Peer, SendReport, scan, send_files
 from cli.synthetic import TRANSFER_SYNTAXES, write_study
 
@@ -109,6 +111,8 @@ def report_document(report: SendReport, target: Peer) -> dict[str, Any]:
         "seconds": round(report.seconds, 3),
         "imagesPerSecond": round(report.rate, 1),
         "associations": report.associations,
+        "studies": report.studies(),
+        "sentMoreThanOnce": report.sent_more_than_once(),
         "failures": [
             {
                 "path": str(r.path),
@@ -123,10 +127,9 @@ def report_document(report: SendReport, target: Peer) -> dict[str, Any]:
 
 
 def print_report(app: AppContext, report: SendReport, target: Peer) -> None:
-    summary = Table(title=f"C-STORE to {target.called_aet}@{target.host}:{target.port}", show_header=True)
-    for column in ("Instances", "Stored", "Failed", "MB", "Seconds", "Images/s", "Associations"):
-        summary.add_column(column, justify="right")
-    summary.add_row(
+    console = app.console
+    numbers = ("Instances", "Stored", "Failed", "MB", "Seconds", "Images/s", "Associations")
+    summary = [
         str(len(report.results)),
         str(len(report.stored)),
         str(len(report.failed)),
@@ -134,19 +137,30 @@ def print_report(app: AppContext, report: SendReport, target: Peer) -> None:
         f"{report.seconds:.2f}",
         f"{report.rate:.1f}",
         str(report.associations),
-    )
-    app.console.print(summary)
+    ]
+    title = f"C-STORE to {escape(target.called_aet)}@{target.host}:{target.port}"
+    console.print(render.table(console, title, [Column(n, "right") for n in numbers], [summary]))
+    studies = report.studies()
+    rows = [
+        [study["studyInstanceUid"] or "(no study UID)"]
+        + [str(study[k]) for k in ("instances", "stored", "failed")]
+        + [f"{study['bytes'] / 1e6:.1f}"]
+        for study in studies
+    ]
+    columns = ["Study Instance UID", *(Column(n, "right") for n in ("Instances", "Stored", "Failed", "MB"))]
+    console.print(render.table(console, f"Studies ({len(studies)})", columns, rows))
+    again = report.sent_more_than_once()
+    if again:
+        title = f"Sent more than once ({len(again)} SOP Instance UIDs): the gateway keeps one instance each"
+        console.print(render.notes(title, [(uid, f"{count} times") for uid, count in again.items()]))
     if report.failed:
-        failures = Table(title="Not stored", show_header=True)
-        for column in ("File", "SOP Instance UID", "Status / reason", "Attempts"):
-            failures.add_column(column, overflow="fold")
-        for result in report.failed[:MAX_LISTED_FAILURES]:
-            failures.add_row(
-                str(result.path), result.sop_instance_uid or "-", result.reason, str(result.attempts)
-            )
-        app.console.print(failures)
+        failures = [
+            (escape(str(r.path)), f"{r.sop_instance_uid or '-'}: {r.reason} ({r.attempts} attempts)")
+            for r in report.failed[:MAX_LISTED_FAILURES]
+        ]
+        console.print(render.notes(f"Not stored ({len(report.failed)})", failures))
         if len(report.failed) > MAX_LISTED_FAILURES:
-            app.console.print(f"... and {len(report.failed) - MAX_LISTED_FAILURES} more (use --json for all)")
+            console.print(f"... and {len(report.failed) - MAX_LISTED_FAILURES} more (use --json for all)")
 
 
 def send(

@@ -18,11 +18,16 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import data_element_generator
+from pydicom.uid import UID
 from pynetdicom import build_context
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.presentation import PresentationContext
@@ -44,6 +49,7 @@ __all__ = [
 ]
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context ids are odd numbers 1..255
+STUDY_INSTANCE_UID = 0x0020000D
 WARNING_STATUSES = {0x0001, 0xB000, 0xB006, 0xB007}  # stored, with coercion or elements discarded
 STATUS_NAMES = {
     0x0000: "Success",
@@ -93,6 +99,7 @@ class DicomFile:
     transfer_syntax_uid: str
     size: int
     dataset_offset: int  # where the dataset starts, after the file meta information
+    study_instance_uid: str = ""  # for the per-study summary ("" when the header lacks it)
 
 
 @dataclass
@@ -105,6 +112,7 @@ class InstanceResult:
     seconds: float = 0.0  # latency of the successful (or last) attempt
     size: int = 0
     comment: str | None = None  # the peer's Error Comment, if it sent one
+    study_instance_uid: str | None = None
 
     @property
     def stored(self) -> bool:
@@ -139,6 +147,24 @@ class SendReport:
     def rate(self) -> float:
         return len(self.stored) / self.seconds if self.seconds > 0 else 0.0
 
+    def studies(self) -> list[dict[str, Any]]:
+        """Per StudyInstanceUID, in the order first sent: instances, stored, failed, bytes stored."""
+        per: dict[str, dict[str, Any]] = {}
+        for r in self.results:
+            uid = r.study_instance_uid or ""
+            study = per.setdefault(
+                uid, {"studyInstanceUid": uid, "instances": 0, "stored": 0, "failed": 0, "bytes": 0}
+            )
+            study["instances"] += 1
+            study["stored" if r.stored else "failed"] += 1
+            study["bytes"] += r.size if r.stored else 0
+        return list(per.values())
+
+    def sent_more_than_once(self) -> dict[str, int]:
+        """SOP Instance UIDs stored more than once in this run (the gateway keeps one instance each)."""
+        counts = Counter(r.sop_instance_uid for r in self.stored if r.sop_instance_uid)
+        return {uid: n for uid, n in sorted(counts.items()) if n > 1}
+
 
 def _expand(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
@@ -149,6 +175,26 @@ def _expand(paths: Iterable[Path]) -> list[Path]:
         else:
             files.append(path)
     return files
+
+
+def _study_uid(path: Path, transfer_syntax: UID, offset: int) -> str:
+    """The file's StudyInstanceUID, for the per-study summary: the dataset's elements are walked
+    from the start (values up to it left unread; pixel data never reached). "" when it has none."""
+    try:
+        if transfer_syntax.is_deflated:
+            header = dcmread(path, stop_before_pixels=True, specific_tags=[STUDY_INSTANCE_UID])
+            return str(header.get("StudyInstanceUID", "") or "")
+        with open(path, "rb") as source:
+            source.seek(offset)
+            implicit, little = transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian
+            for element in data_element_generator(source, implicit, little, defer_size=256):
+                if element.tag == STUDY_INSTANCE_UID:
+                    return bytes(element.value or b"").decode("ascii", "replace").strip("\0 ")
+                if element.tag > STUDY_INSTANCE_UID:
+                    break
+    except Exception:  # noqa: BLE001 - a header we cannot walk is still sent as it is
+        pass
+    return ""
 
 
 def scan(paths: Iterable[Path]) -> tuple[list[DicomFile], list[InstanceResult]]:
@@ -166,6 +212,7 @@ def scan(paths: Iterable[Path]) -> tuple[list[DicomFile], list[InstanceResult]]:
                     transfer_syntax_uid=str(meta.TransferSyntaxUID),
                     size=path.stat().st_size,
                     dataset_offset=offset,
+                    study_instance_uid=_study_uid(path, UID(str(meta.TransferSyntaxUID)), offset),
                 )
             )
         except FileNotFoundError:
@@ -210,7 +257,9 @@ class _Worker:
                 self.assoc.release()
 
     def _send_one(self, item: DicomFile) -> InstanceResult:
-        result = InstanceResult(item.path, item.sop_instance_uid, size=item.size)
+        result = InstanceResult(
+            item.path, item.sop_instance_uid, size=item.size, study_instance_uid=item.study_instance_uid
+        )
         while True:
             result.attempts += 1
             result.status = result.error = result.comment = None
@@ -286,7 +335,15 @@ def send_files(
     reason = errors[0].detail if errors else "interrupted before sending"
     for item in files:
         if item.path not in sent:
-            record(InstanceResult(item.path, item.sop_instance_uid, error=reason, size=item.size))
+            record(
+                InstanceResult(
+                    item.path,
+                    item.sop_instance_uid,
+                    error=reason,
+                    size=item.size,
+                    study_instance_uid=item.study_instance_uid,
+                )
+            )
     return report
 
 

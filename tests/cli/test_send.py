@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import ssl
+import threading
 
 import pydicom
 
 from cli.errors import EXIT_FAILED, EXIT_REJECTED, EXIT_UNREACHABLE, EXIT_USAGE
-from tests.cli.conftest import ScriptedScp, peer_args
+from cli.synthetic import write_study
+from tests.cli.conftest import ScriptedScp, peer_args, run_dicomctl
 from tests.scp.certificates import make_pki
 
 
@@ -200,3 +203,50 @@ def test_send_and_echo_over_tls_with_a_client_certificate(invoke, ct_study, tmp_
         assert half.exit_code == EXIT_USAGE and "--key-file" in half.stderr
     finally:
         server.stop()
+
+
+def test_a_send_of_many_studies_is_summarised_per_study_on_a_pipe(scp, tmp_path):
+    studies = [write_study(tmp_path / f"s{i}", "CT", instances=2 + i, rows=32, cols=32) for i in range(3)]
+    (tmp_path / "s0" / "notes.txt").write_text("not an image")
+    human = run_dicomctl("send", tmp_path, *peer_args(scp), columns=60)
+    assert human.returncode == EXIT_FAILED, human.stderr
+    lines = human.stdout.splitlines()
+    for index, paths in enumerate(studies):
+        uid = str(pydicom.dcmread(paths[0]).StudyInstanceUID)
+        count = str(2 + index)
+        assert next(line for line in lines if uid in line).split()[:4] == [uid, count, count, "0"]
+    assert any(line.split()[:4] == ["(no", "study", "UID)", "1"] for line in lines)  # the unreadable file
+    assert "notes.txt" in human.stdout and "not a DICOM Part 10 file" in human.stdout
+    document = json.loads(
+        run_dicomctl("--json", "send", *studies[2], *studies[2][:1], *peer_args(scp)).stdout
+    )
+    [study] = document["studies"]
+    assert study["instances"] == 5 and study["stored"] == 5 and study["failed"] == 0 and study["bytes"] > 0
+    assert document["sentMoreThanOnce"] == {sop_uid(studies[2][0]): 2}
+
+
+def test_echo_at_an_http_port_says_it_speaks_http(tmp_path):
+    """A real HTTP server (it waits for a line end, so it answers nothing to an association request)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        result = run_dicomctl(
+            "echo", "--host", "127.0.0.1", "--port", port, "--called-aet", "X", "--timeout", "1"
+        )
+        as_json = run_dicomctl(
+            "--json", "echo", "--host", "127.0.0.1", "--port", port, "--called-aet", "X", "--timeout", "1"
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == EXIT_UNREACHABLE, result.stderr
+    assert (
+        f"this port (127.0.0.1:{port}) speaks HTTP, not DICOM" in result.stderr and "--port" in result.stderr
+    )
+    assert "PDU type" not in result.stderr
+    error = json.loads(as_json.stdout)["error"]
+    assert (
+        as_json.returncode == EXIT_UNREACHABLE
+        and error["type"] == "Unreachable"
+        and "HTTP" in error["message"]
+    )

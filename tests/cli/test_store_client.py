@@ -257,6 +257,26 @@ def test_unreachable_port(studies, unused_port):
     assert isinstance(explain(failed.value, peer), Unreachable)
 
 
+def test_a_port_that_answers_in_http_is_named_as_such():
+    """An HTTP server that answers any bytes at once with a status line (Orthanc's web port did)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    peer = Peer("127.0.0.1", listener.getsockname()[1], "X")
+    with listener, pytest.raises(AssociationFailed) as failed:
+        echo(peer)
+    assert failed.value.kind == "speaks-http"
+    assert failed.value.detail == f"this port (127.0.0.1:{peer.port}) speaks HTTP, not DICOM"
+    error = explain(failed.value, peer)
+    assert isinstance(error, Unreachable) and "--port" in error.fix
+
+
 def test_store_and_echo_over_tls_with_a_client_certificate(studies, tmp_path):
     pki = make_pki(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_cert))
