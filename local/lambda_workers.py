@@ -8,7 +8,10 @@ processes keeps that shape: moto serves from the parent, the handlers run next t
 cores. Workers start when invocations overlap (``prewarm`` starts the first ahead), import every
 handler once, and inherit the environment the stack sets up (endpoints, fake credentials, the
 functions' settings); the function's own environment is applied on each invocation, as Lambda
-does. SIGINT is ignored in the workers: the stack stops them.
+does. SIGINT is ignored in the workers: the stack stops them. A worker exits by itself when its
+parent process is gone (``kill -9`` of ``dicomctl dev`` leaves no worker adopted by init). With a
+``log_path``, a worker's stdout and stderr (Powertools' JSON lines, warnings, tracebacks) go to
+that file and its console gets one readable line per warning (local/console_log.py).
 
 Anything a handler raises becomes ``{"errorType", "errorMessage", "stackTrace"}`` with
 errored=True, which is what ASL Retry/Catch match on; so does a worker that dies
@@ -20,16 +23,19 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import multiprocessing
 import os
 import signal
 import threading
+import time
 import traceback
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 DEFAULT_WORKERS = 6  # processes shared by every function
@@ -37,6 +43,7 @@ DEFAULT_WORKERS = 6  # processes shared by every function
 # StartImport validations leaves workers free for the short trigger and status-poll invocations,
 # which otherwise queued behind them for tens of seconds.
 PER_FUNCTION_CONCURRENCY = 4
+PARENT_CHECK_SECONDS = 0.5  # how often a worker looks whether its parent is still there
 
 
 def resolve_handler(path: str) -> Callable[[dict, Any], Any]:
@@ -49,13 +56,54 @@ def error_payload(error_type: str, message: str, stack: list[str] | None = None)
     return json.dumps({"errorType": error_type, "errorMessage": message, "stackTrace": stack or []})
 
 
-def _start_worker(handlers: tuple[str, ...], environment: dict[str, str]) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Exit when the parent dies (the worker is re-parented): not left running, adopted by init.
+
+    A thread that polls ``getppid`` rather than ``PR_SET_PDEATHSIG``: that signal fires when the
+    parent *thread* that started the worker ends, and the pool starts workers from whichever
+    thread submits (moto's request threads, which end after each request)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _log_to_file(log_path: str) -> Any:
+    """stdout and stderr into ``log_path``; returns the original stderr, for the console."""
+    console = os.fdopen(os.dup(2), "w", buffering=1)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    return console
+
+
+def _console_lines(console: Any) -> None:
+    """One readable line per handler event (INFO and up, the workflow's own logger) or warning
+    (anything else). Added after the handlers' Powertools loggers exist: each of those puts a
+    filter on the root handlers already there that drops its records."""
+    from handlers.runtime import SERVICE
+    from local.console_log import console_handler
+
+    logging.getLogger().addHandler(console_handler(console, source="lambda", info_from=(SERVICE,)))
+
+
+def _start_worker(
+    handlers: tuple[str, ...], environment: dict[str, str], parent: int, log_path: str | None = None
+) -> None:
     # Ctrl-C in a terminal reaches the whole process group: the stack stops its workers itself
     # (no KeyboardInterrupt in a running handler or traceback from idle workers on shutdown).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
     os.environ.update(environment)
+    console = _log_to_file(log_path) if log_path else None
     for path in handlers:  # import once per worker, not on the first invocation of each function
         resolve_handler(path)
+    if console is not None:
+        _console_lines(console)
 
 
 def _invoke(handler: str, event: Any, context: Any, function_env: dict[str, str]) -> tuple[str, bool]:
@@ -76,8 +124,10 @@ class LambdaWorkers:
         handlers: Iterable[str],
         workers: int = DEFAULT_WORKERS,
         per_function: int = PER_FUNCTION_CONCURRENCY,
+        log_path: Path | None = None,
     ):
         self._handlers = tuple(handlers)
+        self._log_path = str(log_path) if log_path else None
         self._workers = workers
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
@@ -90,7 +140,7 @@ class LambdaWorkers:
                     max_workers=self._workers,
                     mp_context=multiprocessing.get_context("spawn"),  # safe whatever threads run here
                     initializer=_start_worker,
-                    initargs=(self._handlers, dict(os.environ)),
+                    initargs=(self._handlers, dict(os.environ), os.getpid(), self._log_path),
                 )
             return self._pool
 

@@ -12,6 +12,11 @@ The stack sets the endpoints, fake credentials and the union of the functions' e
 ``os.environ`` (the handler workers inherit it; the emulator and SCP here read it) and restores
 it on exit. Used by
 ``dicomctl dev``/``demo``, the end-to-end tests and the workflow benchmark.
+
+Logs: every record of this process at INFO and up (the SCP's, with their fields) goes to
+``<data dir>/logs/stack.jsonl`` and the Lambda workers' output to ``<data dir>/logs/lambda.jsonl``
+(``log_files``); the console gets what a caller adds (``dicomctl dev`` adds one readable line per
+event, local/console_log.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from core.asl import build_definition
 from core.config import PROJECT_NAME, StackConfig
 from core.contracts import FUNCTIONS, LAMBDA_RUNTIME, POWERTOOLS_NAMES, function_environment
 from core.layout import (
+from core.config_base import camel_name
     BATCHES_PREFIX,
     MANIFEST_SUFFIX,
     TABLE_INDEXES,
@@ -52,9 +58,10 @@ POWERTOOLS_ENV = {
     **POWERTOOLS_NAMES,
     "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
     "POWERTOOLS_METRICS_DISABLED": "true",  # no CloudWatch: keep EMF lines off the console
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
+    "POWERTOOLS_LOG_LEVEL": "INFO",  # to logs/lambda.jsonl; the console shows warnings and up
 }
-QUIET_LOGGERS = {
+LOGGER_LEVELS = {
+    "scp": logging.INFO,  # associations and batches, with their fields, into logs/stack.jsonl
     "werkzeug": logging.ERROR,  # one line per moto request otherwise
     # A failed execution is logged with its whole state tree; it is visible through the
     # Step Functions API, the job table and the DLQ anyway.
@@ -100,6 +107,10 @@ class LocalStack:
         self.ahi: Any = None
         self.scp: Any = None
         self._scp_metrics: TextIO | None = None
+        self.data_dir: Path | None = None
+        self.log_files: dict[str, Path] = {}
+        self._log_handler: logging.Handler | None = None
+        self.effective_config: dict[str, Any] = {}  # stack keys this stack sets otherwise than the config
         self.outputs: dict[str, Any] = {}
         self.environment: dict[str, str] = {}
         self.resources: WorkflowResources | None = None
@@ -120,7 +131,9 @@ class LocalStack:
 
     def start(self) -> None:
         self._set_env(FAKE_AWS_ENV | {"AWS_DEFAULT_REGION": self.region, "AWS_REGION": self.region})
-        for name, level in QUIET_LOGGERS.items():
+        self.data_dir = self._resolve_data_dir()
+        self._start_logs()
+        for name, level in LOGGER_LEVELS.items():
             logger = logging.getLogger(name)
             self._logger_levels[name] = logger.level
             logger.setLevel(level)
@@ -136,7 +149,7 @@ class LocalStack:
         self._set_env({k: v for k, v in POWERTOOLS_ENV.items() if k not in os.environ})
         for spec in FUNCTIONS:  # a handler that cannot be imported fails the start, not the first batch
             resolve_handler(spec.handler)
-        self._lambdas = LambdaWorkers(spec.handler for spec in FUNCTIONS)
+        self._lambdas = LambdaWorkers((spec.handler for spec in FUNCTIONS), log_path=self.log_files["lambda"])
         moto_lambda.install(self._lambdas)
 
         from local.ahi.emulator import AhiEmulator
@@ -186,6 +199,10 @@ class LocalStack:
         for name, level in self._logger_levels.items():
             logging.getLogger(name).setLevel(level)
         self._logger_levels.clear()
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
         for name, value in reversed(list(self._saved_env.items())):
             if value is None:
                 os.environ.pop(name, None)
@@ -220,6 +237,10 @@ class LocalStack:
         for name, value in values.items():
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
+
+    def _record_effective(self, group: str, values: dict[str, Any], changed: dict[str, Any]) -> None:
+        """What ``dicomctl config show`` reports for the running stack instead of the config's value."""
+        self.effective_config.update({camel_name(group, name): values[name] for name in changed})
 
     @staticmethod
     def _moto_api(moto_url: str, path: str, body: dict[str, Any] | None = None) -> None:
@@ -272,9 +293,9 @@ class LocalStack:
         attempts = min(
             10_000, max(self.config.workflow.max_poll_attempts, math.ceil(budget / self.poll_seconds))
         )
-        self.workflow = self.config.workflow.model_copy(
-            update={"poll_seconds": self.poll_seconds, "max_poll_attempts": attempts}
-        )
+        polling = {"poll_seconds": self.poll_seconds, "max_poll_attempts": attempts}
+        self.workflow = self.config.workflow.model_copy(update=polling)
+        self._record_effective("workflow", self.workflow.model_dump(mode="json"), polling)
         function_env = function_environment(self.resources, self.workflow, POWERTOOLS_ENV)
         # The union of the functions' environments, here too: the handler workers inherit it and
         # code in this process (CLI, tests) reads the same settings (a caller's Powertools win).
@@ -333,34 +354,47 @@ class LocalStack:
             "region": self.region,
         }
 
+    def _resolve_data_dir(self) -> Path:
+        if self._data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="dicom-local-")
+            return Path(self._tmp.name)
+        return Path(self._data_dir)
+
+    def _start_logs(self) -> None:
+        from scp.logs import JsonFormatter
+
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_files = {"stack": logs / "stack.jsonl", "lambda": logs / "lambda.jsonl"}
+        self._log_handler = logging.FileHandler(self.log_files["stack"])
+        self._log_handler.setFormatter(JsonFormatter())
+        self._log_handler.setLevel(logging.INFO)
+        logging.getLogger().addHandler(self._log_handler)
+
     def _start_scp(self) -> None:
         from scp.server import StoreScp
 
-        if self._data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="dicom-local-")
-            data_dir = Path(self._tmp.name)
-        else:
-            data_dir = Path(self._data_dir)
-        spool = data_dir / "spool"
+        spool = self.data_dir / "spool"
         spool.mkdir(parents=True, exist_ok=True)
-        settings = self.config.scp.model_copy(
-            update={
-                "storage_uri": f"s3://{self.outputs['dicomBucket']}",
-                "port": self.scp_port,
-                "bind_address": "127.0.0.1",
-                "health_port": 0,
-                "spool_dir": spool,
-                "tls_enabled": False,
-                "plain_enabled": True,
-                "workers": 1,
-                "task_id": "local",
-            }
-        )
+        overrides = {
+            "storage_uri": f"s3://{self.outputs['dicomBucket']}",
+            "port": self.scp_port,
+            "bind_address": "127.0.0.1",
+            "health_port": 0,
+            "spool_dir": spool,
+            "tls_enabled": False,
+            "plain_enabled": True,
+            "workers": 1,
+            "task_id": "local",
+        }
+        settings = self.config.scp.model_copy(update=overrides)
         # The SCP's CloudWatch EMF lines go to a file next to the spool instead of the console.
-        self._scp_metrics = (data_dir / "scp-metrics.emf").open("a")
+        self._scp_metrics = (self.data_dir / "scp-metrics.emf").open("a")
         self.scp = StoreScp(settings, stdout=self._scp_metrics)
         self.scp.start()
         self.outputs["dicomPort"] = self.scp.port
+        effective = settings.model_copy(update={"port": self.scp.port, "health_port": self.scp.health_port})
+        self._record_effective("scp", effective.model_dump(mode="json"), overrides)
 
 
 def _trust(service: str) -> str:
