@@ -6,15 +6,35 @@ import re
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from cli.context import AppContext, JsonOption
+from cli import render
+from cli.commands import Command, CommandGroup
+from cli.context import LOCAL_STACK, AppContext, JsonOption
 from cli.errors import CliError, MissingOutput
 from core.config import GROUPS, config_warnings, read_stack_values
 from core.config_base import camel_name
 from core.layout import STACK_OUTPUTS
 
-app = typer.Typer(help="Show and validate the resolved stack configuration.", no_args_is_help=True)
+# What the local stack sets otherwise than the config (local/stack.py: it stores into its
+# own bucket and listens on localhost); when it runs, its state file has the values.
+LOCAL_OVERRIDES = {
+    "scpStorageUri",
+    "scpPort",
+    "scpBindAddress",
+    "scpHealthPort",
+    "scpSpoolDir",
+    "scpTlsEnabled",
+    "scpPlainEnabled",
+    "scpWorkers",
+    "scpTaskId",
+    "workflowPollSeconds",
+    "workflowMaxPollAttempts",
+}
+
+app = typer.Typer(
+    help="Show and validate the resolved stack configuration.", no_args_is_help=True, cls=CommandGroup
+)
 
 # Names of values that are secrets. "private" only as in a private key: private subnets and private
 # IPs are addresses. A name ending in Arn names a secret (in Secrets Manager), it is not one.
@@ -22,6 +42,7 @@ SECRET_NAME = re.compile(r"secret|password|passphrase|token|credential|private_?
 # Absent when TLS / the dashboard / fixed NLB addresses are off, or locally.
 OPTIONAL_OUTPUTS = {"tlsPort", "dashboardUrl", "endpointIps"}
 MASK = "********"
+LOCAL_SOURCE = "local stack"
 
 
 def masked(name: str, value: Any) -> Any:
@@ -39,18 +60,26 @@ def shown(value: Any) -> str:
 
 
 def resolved(app: AppContext) -> dict[str, dict[str, Any]]:
-    """Every stack key with its effective value and where it came from (stack file or default)."""
+    """Every stack key with the value in effect and where it came from: the stack file, the
+    model's default, or (``--stack local``) what the running local stack uses instead."""
     config = app.config
     try:
         explicit = set(read_stack_values(app.project_dir, app.stack))
     except Exception:  # noqa: BLE001 - the local stack may have no stack file: everything is a default
         explicit = set()
+    local = app.stack == LOCAL_STACK and not app.outputs_file
+    running = (app.local_state or {}).get("effectiveConfig", {}) if local else {}
     values: dict[str, dict[str, Any]] = {}
     for group in GROUPS:
         settings = getattr(config, group).model_dump(mode="json")
         for field, value in settings.items():
             key = camel_name(group, field)
-            values[key] = {"value": masked(key, value), "source": "stack" if key in explicit else "default"}
+            source = "stack" if key in explicit else "default"
+            if key in running:
+                value, source = running[key], LOCAL_SOURCE
+            elif local and key in LOCAL_OVERRIDES:
+                source += f" ({LOCAL_SOURCE} sets its own when it runs)"
+            values[key] = {"value": masked(key, value), "source": source}
     return values
 
 
@@ -62,7 +91,7 @@ def outputs_or_reason(app: AppContext) -> tuple[dict[str, Any] | None, str | Non
     return {k: masked(k, v) for k, v in outputs.items()}, None
 
 
-@app.command("show")
+@app.command("show", cls=Command)
 def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """The resolved config (stack file + defaults) and the stack outputs, secrets masked."""
     app_ctx: AppContext = ctx.obj
@@ -73,25 +102,26 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
             {"stack": app_ctx.stack, "config": values, "outputs": outputs, "outputsUnavailable": reason}
         )
         return
-    table = Table(title=f"Config of stack {app_ctx.stack!r}", show_header=True)
-    for column in ("Key", "Value", "Source"):
-        table.add_column(column, overflow="fold")
-    for key, entry in values.items():
-        style = "bold" if entry["source"] == "stack" else "dim"
-        table.add_row(key, f"[{style}]{shown(entry['value'])}[/]", entry["source"])
-    app_ctx.console.print(table)
+    console = app_ctx.console
+    rows = [
+        (
+            key,
+            f"[{'dim' if entry['source'].startswith('default') else 'bold'}]{escape(shown(entry['value']))}[/]",
+        )
+        + (entry["source"],)
+        for key, entry in values.items()
+    ]
+    console.print(
+        render.table(console, f"Config of stack {app_ctx.stack!r}", ["Key", "Value", "Source"], rows)
+    )
     if outputs is None:
-        app_ctx.console.print(f"Stack outputs unavailable: {reason}")
+        console.print(f"Stack outputs unavailable: {escape(reason or '')}", soft_wrap=True)
         return
-    out = Table(title="Stack outputs", show_header=True)
-    out.add_column("Output")
-    out.add_column("Value", overflow="fold")
-    for key, value in outputs.items():
-        out.add_row(key, shown(value))
-    app_ctx.console.print(out)
+    pairs = [(key, escape(shown(value))) for key, value in outputs.items()]
+    console.print(render.fields(console, "Stack outputs", pairs))
 
 
-@app.command("validate")
+@app.command("validate", cls=Command)
 def validate(
     ctx: typer.Context,
     check_outputs: Annotated[

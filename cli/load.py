@@ -31,8 +31,8 @@ import typer
 
 from cli import peer as peer_opts
 from cli import render
-from cli.context import AppContext, JsonOption
-from cli.errors import MissingOutput, OperationFailed, UsageProblem
+from cli.context import LOCAL_STACK, AppContext, JsonOption
+from cli.errors import OperationFailed, UsageProblem
 from cli.render import Column
 from cli.sender import AssociationFailed, InstanceResult, Peer, scan, send_files
 from cli.synthetic import StudyStream
@@ -128,10 +128,9 @@ def metrics_url(app: AppContext, given: str | None) -> str | None:
     """--metrics-url, else the running local stack's health port (``dicomctl dev`` publishes it)."""
     if given:
         return given
-    try:
-        return f"http://127.0.0.1:{int(app.output('healthPort'))}/metrics"
-    except (MissingOutput, ValueError):
-        return None
+    local = app.local_state if app.stack == LOCAL_STACK and not app.outputs_file else None
+    port = ((local or {}).get("effectiveConfig") or {}).get("scpHealthPort")
+    return f"http://127.0.0.1:{port}/metrics" if port else None
 
 
 def load(
