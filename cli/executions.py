@@ -217,7 +217,8 @@ def tail(
             else:
                 style = event_style(row["type"])
                 app_ctx.console.print(
-                    f"{row['id']:>4} {row['timestamp']}  [{style}]{row['type']}[/]  {row['detail']}"
+                    f"{row['id']:>4} {row['timestamp']}  [{style}]{row['type']}[/]  {escape(row['detail'])}",
+                    soft_wrap=True,
                 )
 
     events = history(sfn, arn)

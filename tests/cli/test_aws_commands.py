@@ -404,6 +404,17 @@ def test_piped_tables_keep_every_id_and_status_whole(aws, columns):
     assert "…" not in listed.stdout + one.stdout
 
 
+def test_piped_execution_history_keeps_causes_out_of_the_table(aws):
+    name = new_batch_id()
+    aws.wait_done(aws.run_execution(name, 0, True))
+    shown = run_dicomctl(*aws.cli("executions", "show", name), columns=60)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    failed = next(line for line in lines if "ExecutionFailed" in line)
+    assert failed.split()[-1] == "ImportFailed"  # the table cell: the error name only
+    assert any(line.strip().endswith("ExecutionFailed: the import job FAILED") for line in lines)
+
+
 def test_a_narrow_terminal_stacks_the_columns_instead_of_cutting(aws):
     """On a 60-column terminal (a pty) the job list does not fit: each job is a record."""
     controller, terminal = pty.openpty()

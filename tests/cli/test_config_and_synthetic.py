@@ -13,6 +13,7 @@ from pydicom import uid
 
 from cli.errors import EXIT_USAGE
 from cli.synthetic import PROFILES, write_study
+from tests.cli.conftest import run_dicomctl
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +49,28 @@ def test_unknown_stack_names_the_known_ones(invoke, project):
     result = invoke("--project-dir", project, "--stack", "qa", "config", "show")
     assert result.exit_code == EXIT_USAGE
     assert "'qa'" in result.stderr and "known stacks: dev" in result.stderr
+
+
+def test_config_accepts_json_lists_and_says_which_stacks_exist(project):
+    """As a process on a pipe: a list written the Pulumi way is accepted, a broken one is explained,
+    and a stack without a stack file is 'does not exist', with the ones that do."""
+    (project / "Pulumi.lists.yaml").write_text(
+        'config:\n  dicom-ingest:loadBalancerAllowedCidrs: \'["10.0.0.0/8","192.168.0.0/16"]\'\n'
+    )
+    shown = run_dicomctl("--project-dir", project, "--stack", "lists", "--json", "config", "show")
+    assert shown.returncode == 0, shown.stderr
+    cidrs = json.loads(shown.stdout)["config"]["loadBalancerAllowedCidrs"]
+    assert cidrs == {"value": ["10.0.0.0/8", "192.168.0.0/16"], "source": "stack"}
+    (project / "Pulumi.broken.yaml").write_text("config:\n  dicom-ingest:scpAllowedCidrs: '[10.0.0.0/8]'\n")
+    broken = run_dicomctl("--project-dir", project, "--stack", "broken", "config", "validate", columns=60)
+    assert broken.returncode == EXIT_USAGE and "comma-separated" in broken.stderr
+    missing = run_dicomctl("--project-dir", project, "--stack", "nosuch", "config", "validate")
+    assert missing.returncode == EXIT_USAGE
+    assert (
+        "stack 'nosuch' does not exist" in missing.stderr
+        and "known stacks: broken, dev, lists" in missing.stderr
+    )
+    assert "fix the values" not in missing.stderr
 
 
 def test_config_show_resolves_stack_values_and_masks_secrets(invoke, project):
