@@ -54,7 +54,7 @@ def table(
     """A table at its natural width, or one record per row when the terminal is narrower."""
     columns = [c if isinstance(c, Column) else Column(c) for c in columns]
     rows = [[str(cell) for cell in row] for row in rows]
-    grid = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    grid = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in columns:
         grid.add_column(column.header, justify=column.justify, no_wrap=True)
     for row in rows:
