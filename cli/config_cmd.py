@@ -106,7 +106,8 @@ def show(ctx: typer.Context, json_output: JsonOption = False) -> None:
     rows = [
         (
             key,
-            f"[{'dim' if entry['source'].startswith('default') else 'bold'}]{escape(shown(entry['value']))}[/]",
+            f"[{'dim' if entry['source'].startswith('default') else 'bold'}]"
+            f"{escape(shown(entry['value']))}[/]",
         )
         + (entry["source"],)
         for key, entry in values.items()

@@ -186,7 +186,7 @@ def list_dlq(
 
 def failure_reasons(app_ctx: AppContext, batch_id: str) -> dict[str, int]:
     """Why the batch's instances were refused, counted, from its job (none when the table is unknown)."""
-    from handlers import jobs_query
+    from cli import jobs_query
 
     try:
         table = app_ctx.output("jobTable")

@@ -85,10 +85,10 @@ def _console_lines(console: Any) -> None:
     """One readable line per handler event (INFO and up, the workflow's own logger) or warning
     (anything else). Added after the handlers' Powertools loggers exist: each of those puts a
     filter on the root handlers already there that drops its records."""
-    from handlers.runtime import SERVICE
+    from core.contracts import POWERTOOLS_SERVICE
     from local.console_log import console_handler
 
-    logging.getLogger().addHandler(console_handler(console, source="lambda", info_from=(SERVICE,)))
+    logging.getLogger().addHandler(console_handler(console, source="lambda", info_from=(POWERTOOLS_SERVICE,)))
 
 
 def _start_worker(

@@ -37,9 +37,9 @@ import boto3
 
 from core.asl import build_definition
 from core.config import PROJECT_NAME, StackConfig
+from core.config_base import camel_name
 from core.contracts import FUNCTIONS, LAMBDA_RUNTIME, POWERTOOLS_NAMES, function_environment
 from core.layout import (
-from core.config_base import camel_name
     BATCHES_PREFIX,
     MANIFEST_SUFFIX,
     TABLE_INDEXES,
