@@ -106,6 +106,8 @@ class BatchWriter:
         reason = None
         with self._cond:
             previous = batch.instances.pop(instance.key, None)  # the same instance sent twice
+            if previous is not None:  # the last copy is kept; the job table counts the receipts
+                instance = instance.model_copy(update={"received_count": previous.received_count + 1})
             batch.bytes += instance.size - (previous.size if previous else 0)
             batch.instances[instance.key] = instance
             batch.in_flight -= 1

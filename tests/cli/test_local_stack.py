@@ -201,11 +201,6 @@ def test_status_counts_received_unique_and_replaced_and_names_the_replaced_uid(d
     assert uid_a in replaced.split()  # the UID sent into a second series is named, whole
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SCP keeps the last copy of a UID sent again into the same series and does not yet "
-    "count its receipts in the manifest (receivedCount, core/layout.py)",
-)
 def test_the_same_file_sent_twice_in_one_association_counts_as_replaced(duplicated):
     _, job, uid_a, uid_b = duplicated
     assert (job["receivedCount"], job["uniqueCount"], job["replacedCount"]) == (4, 2, 2)
