@@ -26,6 +26,7 @@ SCP_METRICS_NAMESPACE = "DicomIngest/Scp"  # the SCP's CloudWatch EMF lines
 SCP_STORE_FAILURES_METRIC = "StoreFailures"  # one of them; the monitoring alarms on its sum
 SCP_DIMENSIONS = {"Service": "dicom-scp"}  # the dimensions of the SCP's EMF lines
 WORKFLOW_DIMENSIONS = {"service": POWERTOOLS_SERVICE}  # Powertools' one dimension, the service name
+SCP_JOURNAL_OLDEST_AGE_METRIC = "JournalOldestAge"  # seconds; the monitoring alarms on its maximum
 
 
 # --- Errors the state machine retries by name ---------------------------------------------

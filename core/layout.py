@@ -61,6 +61,7 @@ SEAL_REASONS = (
     "idle",  # association idle timeout
     "shutdown",  # SIGTERM drain
     "sweeper",  # sealed by the scheduled sweeper after an SCP crash
+    "adopted",  # sealed by an SCP that adopted the journal directory of a dead one
 )
 
 

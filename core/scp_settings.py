@@ -92,6 +92,28 @@ class ScpSettings(Settings):
     drain_seconds: float = Field(30.0, ge=0, description="On SIGTERM, let associations finish this long")
     task_id: str = Field("", description="Task identifier recorded in manifests (default: hostname)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    journal_dir: Path | None = Field(
+        None,
+        description="Journal directory (EFS): acknowledge once fsynced there, upload behind (unset: off)",
+    )
+    journal_uploads: int = Field(16, ge=1, le=256, description="Concurrent uploads from the journal")
+    journal_max_files: int = Field(
+        20000, ge=1, description="Journal backlog limit: files not yet uploaded (past it: 0xA700)"
+    )
+    journal_max_bytes: int = Field(
+        20 * 1024**3, ge=1, description="Journal backlog limit: bytes not yet uploaded (past it: 0xA700)"
+    )
+    journal_max_age_seconds: float = Field(
+        900.0, gt=0, description="Journal backlog limit: age of the oldest entry not yet uploaded"
+    )
+    journal_heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often a process renews the heartbeat of its journal directory"
+    )
+    journal_stale_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="A journal directory whose heartbeat is this old is adopted by another process",
+    )
 
     @field_validator("ae_title")
     @classmethod

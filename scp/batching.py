@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from core.layout import BatchManifest, ManifestInstance, batch_prefix, manifest_key, new_batch_id
 from scp.storage import Storage, StorageError, with_retries
@@ -70,6 +71,7 @@ class BatchWriter:
         on_sealed: Callable[[BatchManifest], None] = lambda manifest: None,
         on_manifest_failed: Callable[[str], None] = lambda batch_id: None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        journal: Any = None,
     ):
         self.storage = storage
         self.origin = origin
@@ -78,6 +80,7 @@ class BatchWriter:
         self.on_sealed = on_sealed
         self.on_manifest_failed = on_manifest_failed
         self.clock = clock
+        self.journal = journal  # scp.journal.Journal: it writes the manifest after the uploads
         self.sealed_batch_ids: list[str] = []
         self._current: Batch | None = None
         self._cond = threading.Condition()
@@ -170,6 +173,10 @@ class BatchWriter:
             task_id=self.origin.task_id,
             instances=instances,
         )
+        if self.journal is not None:
+            self.journal.seal(batch.batch_id, reason, manifest.sealed_at)
+            self.sealed_batch_ids.append(batch.batch_id)
+            return manifest
         body = manifest.to_json().encode()
         key = self.storage.full_key(manifest_key(batch.batch_id))
         try:

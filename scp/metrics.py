@@ -11,8 +11,11 @@ import threading
 import time
 from collections import defaultdict
 
+from core.contracts import SCP_JOURNAL_OLDEST_AGE_METRIC as JOURNAL_OLDEST_AGE
 from core.contracts import SCP_METRICS_NAMESPACE as NAMESPACE
 from core.contracts import SCP_STORE_FAILURES_METRIC
+
+JOURNAL_FILES, JOURNAL_BYTES, JOURNAL_UPLOAD_FAILURES = "JournalFiles", "JournalBytes", "UploadFailures"
 
 EMF_INTERVAL_SECONDS = 60.0  # one EMF line per minute with activity, and one at shutdown
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -28,6 +31,7 @@ class Metrics:
         self._latency_sum = 0.0
         self._latency_count = 0
         self._window = self._new_window()
+        self.journal_gauges: dict[str, float] = {}
 
     @staticmethod
     def _new_window() -> dict:
@@ -93,6 +97,40 @@ class Metrics:
         with self._lock:
             self._inc("dicom_scp_manifest_failures_total")
 
+    def journal_uploaded(self, seconds: float) -> None:
+        """One instance went from the journal to storage, in ``seconds``."""
+        with self._lock:
+            self._inc("dicom_scp_journal_uploads_total")
+            self._inc("dicom_scp_journal_upload_seconds_total", seconds)
+            self._window.setdefault("upload_latency", [])
+            if len(self._window["upload_latency"]) < EMF_MAX_VALUES:
+                self._window["upload_latency"].append(round(seconds * 1000, 3))
+
+    def journal_upload_failed(self) -> None:
+        with self._lock:
+            self._inc("dicom_scp_journal_upload_failures_total")
+            self._window[JOURNAL_UPLOAD_FAILURES] = self._window.get(JOURNAL_UPLOAD_FAILURES, 0) + 1
+
+    def journal_adopted(self) -> None:
+        with self._lock:
+            self._inc("dicom_scp_journal_adoptions_total")
+
+    def journal_backlog(self, files: int, size: int, oldest_age: float) -> None:
+        """The journal's backlog now; /metrics shows the latest, EMF the interval's maximum."""
+        with self._lock:
+            self.journal_gauges = {
+                "dicom_scp_journal_files": files,
+                "dicom_scp_journal_bytes": size,
+                "dicom_scp_journal_oldest_age_seconds": oldest_age,
+            }
+            window = self._window
+            for name, value in (
+                (JOURNAL_FILES, files),
+                (JOURNAL_BYTES, size),
+                (JOURNAL_OLDEST_AGE, oldest_age),
+            ):
+                window[name] = max(window.get(name, 0), value)
+
     def prometheus(self, gauges: dict[str, float]) -> str:
         lines: list[str] = []
         with self._lock:
@@ -111,7 +149,7 @@ class Metrics:
             lines.append(f'{name}_bucket{{le="+Inf"}} {self._latency_count}')
             lines.append(f"{name}_sum {self._latency_sum:.6f}")
             lines.append(f"{name}_count {self._latency_count}")
-        for name, value in sorted(gauges.items()):
+        for name, value in sorted({**gauges, **self.journal_gauges}.items()):
             lines.append(f"# TYPE {name} gauge")
             lines.append(f"{name} {value:g}")
         return "\n".join(lines) + "\n"
@@ -123,10 +161,11 @@ class Metrics:
         with self._lock:
             window, self._window = self._window, self._new_window()
         latency = window.pop("latency")
+        upload_latency = window.pop("upload_latency", [])
         window.pop("seen")
         if not any(window.values()):
             return None
-        units = {"Bytes": "Bytes"}
+        units = {"Bytes": "Bytes", JOURNAL_BYTES: "Bytes", JOURNAL_OLDEST_AGE: "Seconds"}
         metrics = [{"Name": name, "Unit": units.get(name, "Count")} for name in window]
         document: dict = {
             "_aws": {
@@ -142,4 +181,7 @@ class Metrics:
         if latency:
             metrics.append({"Name": "StoreLatency", "Unit": "Milliseconds"})
             document["StoreLatency"] = latency
+        if upload_latency:
+            metrics.append({"Name": "UploadLatency", "Unit": "Milliseconds"})
+            document["UploadLatency"] = upload_latency
         return document

@@ -33,6 +33,7 @@ from scp.access import AccessPolicy
 from scp.admission import Admission
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
 from scp.health import CachedCheck, HealthServer
+from scp.journal import Journal, JournalLimits
 from scp.keepalive import KeepAlive
 from scp.metrics import EMF_INTERVAL_SECONDS, Metrics
 from scp.network import GatewayRequestHandler, GatewayServer, SharedContexts, on_requested
@@ -88,6 +89,22 @@ class StoreScp:
         self._stopped = threading.Event()
         self._housekeeper: threading.Thread | None = None
         self._storage_ready = CachedCheck(self.storage.check, READINESS_CACHE_SECONDS)
+        self.journal = (
+            Journal(
+                settings.journal_dir,
+                self.storage,
+                self.metrics,
+                task_id=self.task_id,
+                uploads=settings.journal_uploads,
+                limits=JournalLimits(
+                    settings.journal_max_files, settings.journal_max_bytes, settings.journal_max_age_seconds
+                ),
+                heartbeat_seconds=settings.journal_heartbeat_seconds,
+                stale_seconds=settings.journal_stale_seconds,
+            )
+            if settings.journal_dir is not None
+            else None
+        )
         self._started = False
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -101,13 +118,15 @@ class StoreScp:
         _config.STORE_RECV_CHUNKED_DATASET = not fast_transport.enabled()
         _config.LOG_HANDLER_LEVEL = "none"  # the per-PDU debug handlers cost time on every message
         self.storage.prepare()
+        if self.journal is not None:
+            self.journal.start()
         ae = self._make_ae()
         handlers = [
             (evt.EVT_REQUESTED, on_requested, [self._policy(), self.admission, self.sessions, self.metrics]),
             (
                 evt.EVT_C_STORE,
                 handle_store,
-                [StoreService(self.storage, self.sessions, self.metrics, self._retry)],
+                [StoreService(self.storage, self.sessions, self.metrics, self._retry, self.journal)],
             ),
         ]
         s = self.settings
@@ -149,6 +168,7 @@ class StoreScp:
         if not self._started or self._stopped.is_set():
             return
         drain = self.settings.drain_seconds if drain_seconds is None else drain_seconds
+        drain_ends = time.monotonic() + drain
         self._draining.set()
         for server in self._servers:
             server.shutdown()  # stops the accept loop and closes the listening socket
@@ -164,6 +184,8 @@ class StoreScp:
         for session in self.sessions.all():  # only if an association thread is stuck
             if session.open_writer is not None:
                 session.open_writer.seal("shutdown")
+        if self.journal is not None:  # uploads and seals within what is left of the window
+            self.journal.stop(max(0.0, drain_ends - time.monotonic()))
         self._stopped.set()
         if self._housekeeper:
             self._housekeeper.join()
@@ -183,6 +205,9 @@ class StoreScp:
     def readiness(self) -> tuple[bool, str]:
         if self._draining.is_set():
             return False, "draining"
+        if self.journal is not None:  # storage being down is what the journal absorbs, to its limits
+            refusal = self.journal.refusal()
+            return (False, refusal) if refusal else (True, "ok")
         return self._storage_ready()
 
     def metrics_text(self) -> str:
@@ -257,6 +282,7 @@ class StoreScp:
             self._retry,
             on_sealed=self._on_sealed,
             on_manifest_failed=lambda batch_id: self.metrics.manifest_failed(),
+            journal=self.journal,
         )
 
     def _on_sealed(self, manifest: BatchManifest) -> None:

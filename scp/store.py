@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from core.layout import ManifestInstance
 from scp.batching import RetryPolicy
 from scp.header import study_and_series_uids
+from scp.journal import Journal, JournalRefused
 from scp.metrics import Metrics
 from scp.sessions import Session, Sessions
 from scp.spool import Spooled, received_dataset
@@ -116,6 +117,22 @@ class StoreService:
     sessions: Sessions
     metrics: Metrics
     retry: RetryPolicy
+    journal: Journal | None = None  # set: durable in the journal, uploaded behind (scp/journal.py)
+
+
+def _make_durable(
+    service: StoreService, batch: Any, origin: Any, key: str, spooled: Spooled, instance: ManifestInstance
+) -> None:
+    """The durable-write step: into the journal when there is one, else to storage itself."""
+    if service.journal is not None:
+        service.journal.write(batch, origin, spooled, instance)
+        return
+    with_retries(
+        lambda: service.storage.put_file(key, spooled),
+        retries=service.retry.retries,
+        first_delay=service.retry.first_delay,
+        what=key,
+    )
 
 
 def handle_store(event: Any, service: StoreService) -> int | Dataset:
@@ -176,48 +193,42 @@ def _store(
     writer = session.writer
     batch = writer.reserve()
     key = batch.instance_key(identity.study_uid, identity.series_uid, identity.sop_instance_uid)
+    instance = ManifestInstance(
+        key=key,
+        sop_class_uid=identity.sop_class_uid,
+        sop_instance_uid=identity.sop_instance_uid,
+        study_instance_uid=identity.study_uid,
+        series_instance_uid=identity.series_uid,
+        transfer_syntax_uid=str(event.context.transfer_syntax),
+        size=spooled.size,  # what storage stores and S3 verifies: the spooled file and its hash
+        sha256=spooled.sha256,
+    )
     try:
-        stored = with_retries(
-            lambda: service.storage.put_file(key, spooled),
-            retries=service.retry.retries,
-            first_delay=service.retry.first_delay,
-            what=key,
-        )
+        _make_durable(service, batch, writer.origin, key, spooled, instance)
     except StorageError as exc:
         writer.release(batch)
         session.failures += 1
-        service.metrics.store_failed("storage")
+        service.metrics.store_failed("journal" if isinstance(exc, JournalRefused) else "storage")
+        comment = exc.comment if isinstance(exc, JournalRefused) else STORAGE_UNAVAILABLE
         log.error(
             "instance not stored",
             extra={
                 "fields": {
                     "status": "0xA700",
-                    "reason": STORAGE_UNAVAILABLE,
+                    "reason": comment,
                     "sopInstanceUid": identity.sop_instance_uid,
                     "batchId": batch.batch_id,
                     "error": str(exc),
                 }
             },
         )
-        return failure(OUT_OF_RESOURCES, STORAGE_UNAVAILABLE)
+        return failure(OUT_OF_RESOURCES, comment)
     except BaseException:
         writer.release(batch)
         raise
 
-    writer.commit(
-        batch,
-        ManifestInstance(
-            key=key,
-            sop_class_uid=identity.sop_class_uid,
-            sop_instance_uid=identity.sop_instance_uid,
-            study_instance_uid=identity.study_uid,
-            series_instance_uid=identity.series_uid,
-            transfer_syntax_uid=str(event.context.transfer_syntax),
-            size=stored.size,
-            sha256=stored.sha256,
-        ),
-    )
+    writer.commit(batch, instance)
     session.instances += 1
-    session.bytes += stored.size
-    service.metrics.stored(stored.size, time.perf_counter() - started)
+    session.bytes += instance.size
+    service.metrics.stored(instance.size, time.perf_counter() - started)
     return SUCCESS

@@ -56,6 +56,12 @@ class Storage(Protocol):
     def check(self) -> None:
         """Cheap reachability check for /readyz; raises StorageError when unusable."""
 
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
+        """Create a small object only if none exists (S3 ``If-None-Match: *``); False if one did."""
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """A small object's bytes (a manifest), None when there is none."""
+
 
 def with_retries(
     operation: Callable[[], T],

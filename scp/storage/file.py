@@ -114,6 +114,35 @@ class FileStorage:
     def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
         return self._write(key, iter([data]))
 
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
+        """Written under a temporary name, then linked into place: link fails if the name exists."""
+        dest = self.root / key
+        partial = dest.with_name(f".{dest.name}.{secrets.token_hex(4)}.partial")
+        try:
+            self._make_parents(dest.parent)
+            with partial.open("wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(partial, dest)
+            except FileExistsError:
+                return False
+            finally:
+                partial.unlink(missing_ok=True)
+            _fsync_dir(dest.parent)
+        except OSError as exc:
+            raise _storage_error(key, exc) from exc
+        return True
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _storage_error(key, exc) from exc
+
     def check(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
             raise StorageError(f"{self.root} is not a writable directory", transient=True)

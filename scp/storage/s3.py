@@ -83,6 +83,42 @@ class S3Storage:
         self._put_object(key, data, sha256, content_type)
         return StoredObject(key=key, size=len(data), sha256=sha256)
 
+    def put_bytes_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_b64_sha256(data),
+                IfNoneMatch="*",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {
+                "PreconditionFailed",
+                "ConditionalRequestConflict",
+            }:
+                return False
+            raise _storage_error(exc, f"PUT {key}") from exc
+        except Exception as exc:
+            raise _storage_error(exc, f"PUT {key}") from exc
+        return True
+
+    def get_bytes(self, key: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                return None
+            raise _storage_error(exc, f"GET {key}") from exc
+        except Exception as exc:
+            raise _storage_error(exc, f"GET {key}") from exc
+
     def put_file(self, key: str, spooled: Spooled) -> StoredObject:
         """The SHA-256 computed while spooling is the checksum S3 verifies: no second pass to hash."""
         if spooled.size >= self.part_size:

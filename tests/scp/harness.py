@@ -118,13 +118,18 @@ class FaultyS3Proxy:
 
     ``fail_keys_containing``: PUT/POST requests whose path contains one of these strings fail.
     ``down``: every request fails with 503 (an S3 outage, as seen by the SCP).
+    ``put_delay``: seconds added before each PUT/POST is forwarded (S3's latency as seen from AWS).
+    ``drop_puts``: PUT/POST connections are closed without an answer (a lost request).
     """
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.fail_keys_containing: set[str] = set()
         self.down = False
+        self.put_delay = 0.0
+        self.drop_puts = False
         self.failed_requests = 0
+        self.puts = 0
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -133,6 +138,15 @@ class FaultyS3Proxy:
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                if self.command in ("PUT", "POST"):
+                    proxy.puts += 1
+                    if proxy.put_delay:
+                        time.sleep(proxy.put_delay)  # the latency being simulated, not a synchronisation
+                    if proxy.drop_puts:
+                        proxy.failed_requests += 1
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
                 failing = proxy.down or (
                     self.command in ("PUT", "POST")
                     and any(marker in self.path for marker in proxy.fail_keys_containing)
