@@ -204,6 +204,9 @@ class DicomIngest(pulumi.ComponentResource):
                 force_destroy=config.storage.force_destroy,
                 repository_kms_key_arn=store_key(config.service.repository_kms_key_arn),
                 logs_kms_key_arn=logs_key,
+                private_subnet_count=len(config.network.private_subnet_ids)
+                or config.network.availability_zones,
+                retain_on_delete=retain,
             ),
             child,
         )

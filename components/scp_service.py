@@ -29,6 +29,9 @@ from core.stack_settings import ServiceSettings
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CONTAINER_NAME = "scp"
 CONTAINER_USER = "10001:10001"  # the non-root user of scp/Dockerfile
+CONTAINER_UID = 10001
+JOURNAL_VOLUME = "journal"
+NFS_PORT = 2049
 PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
 
 
@@ -57,6 +60,10 @@ def container_definition(
     ports = [settings.port] if settings.plain_enabled else []
     ports += [settings.tls_port] if settings.tls_enabled else []
     mounts = [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}]
+    if settings.journal_dir is not None:  # the EFS journal: writable under the read-only root
+        mounts.append(
+            {"sourceVolume": JOURNAL_VOLUME, "containerPath": str(settings.journal_dir), "readOnly": False}
+        )
     if not str(settings.spool_dir).startswith("/tmp/"):
         mounts.append({"sourceVolume": "spool", "containerPath": str(settings.spool_dir), "readOnly": False})
     health_url = f"http://127.0.0.1:{settings.health_port}/healthz"
@@ -100,6 +107,14 @@ def container_definition(
 
 
 @dataclass
+class Journal:
+    file_system: aws.efs.FileSystem
+    security_group: aws.ec2.SecurityGroup
+    mount_targets: list[aws.efs.MountTarget]
+    access_point: aws.efs.AccessPoint
+
+
+@dataclass
 class ScpServiceArgs:
     scp: ScpSettings
     service: ServiceSettings
@@ -118,6 +133,8 @@ class ScpServiceArgs:
     force_destroy: bool = False
     repository_kms_key_arn: pulumi.Input[str] | None = None  # None: AES256
     logs_kms_key_arn: pulumi.Input[str] | None = None  # None: CloudWatch Logs' own encryption
+    private_subnet_count: int = 2  # one EFS mount target per private subnet
+    retain_on_delete: bool = False  # the journal file system, like the other data stores
 
 
 class ScpService(pulumi.ComponentResource):
@@ -197,6 +214,8 @@ class ScpService(pulumi.ComponentResource):
         )
 
         bucket = args.dicom_bucket
+        self.security_group = self._security_group(name, args)
+        self.journal = self._journal(name, args) if args.scp.journal == "efs" else None
         self.task_role = service_role(
             f"{name}-task",
             "ecs-tasks.amazonaws.com",
@@ -213,9 +232,20 @@ class ScpService(pulumi.ComponentResource):
                 *kms_use(
                     [args.kms_key_arn] if args.kms_key_arn is not None else [], encrypt=True, decrypt=True
                 ),
+                *(
+                    [
+                        allow(
+                            "MountJournal",
+                            ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+                            [self.journal.file_system.arn],
+                        )
+                    ]
+                    if self.journal is not None
+                    else []
+                ),
             ],
             self,
-            description="SCP tasks: write incoming/ and batches/ only",
+            description="SCP tasks: write incoming/ and batches/ only (and mount their journal)",
         )
         pull = (
             [
@@ -250,9 +280,23 @@ class ScpService(pulumi.ComponentResource):
         definition = pulumi.Output.all(self.settings, image_uri, self.log_group.name, args.region).apply(
             lambda v: container_definition(v[0], service, v[1], v[2], v[3])
         )
-        volumes = [{"name": "tmp"}] + (
+        volumes: list[Any] = [{"name": "tmp"}] + (
             [{"name": "spool"}] if not str(args.scp.spool_dir).startswith("/tmp/") else []
         )
+        if self.journal is not None:
+            volumes.append(
+                {
+                    "name": JOURNAL_VOLUME,
+                    "efs_volume_configuration": {
+                        "file_system_id": self.journal.file_system.id,
+                        "transit_encryption": "ENABLED",
+                        "authorization_config": {
+                            "access_point_id": self.journal.access_point.id,
+                            "iam": "ENABLED",
+                        },
+                    },
+                }
+            )
         self.task_definition = aws.ecs.TaskDefinition(
             f"{name}-task",
             family=f"{pulumi.get_project()}-{pulumi.get_stack()}-scp",
@@ -272,7 +316,6 @@ class ScpService(pulumi.ComponentResource):
             opts=child,
         )
 
-        self.security_group = self._security_group(name, args)
         self.service = aws.ecs.Service(
             f"{name}-service",
             cluster=self.cluster.arn,
@@ -300,7 +343,9 @@ class ScpService(pulumi.ComponentResource):
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=args.listener_resources, ignore_changes=["desiredCount"]
+                parent=self,
+                depends_on=[*args.listener_resources, *(self.journal.mount_targets if self.journal else [])],
+                ignore_changes=["desiredCount"],
             ),
         )
 
@@ -349,6 +394,72 @@ class ScpService(pulumi.ComponentResource):
                 )
             )
         return statements
+
+    def _journal(self, name: str, args: ScpServiceArgs) -> Journal:
+        """The EFS journal: encrypted, elastic throughput, reachable over NFS from the tasks only."""
+        data_opts = pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_delete)
+        file_system = aws.efs.FileSystem(
+            f"{name}-journal",
+            encrypted=True,
+            kms_key_id=args.kms_key_arn,
+            performance_mode="generalPurpose",
+            throughput_mode="elastic",
+            tags={"Name": f"{name}-journal"},
+            opts=data_opts,
+        )
+        group = aws.ec2.SecurityGroup(
+            f"{name}-journal-nfs",
+            vpc_id=args.vpc_id,
+            description="EFS journal: NFS from the SCP tasks only",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        rule_opts = pulumi.ResourceOptions(parent=group)
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-journal-from-tasks",
+            security_group_id=group.id,
+            referenced_security_group_id=self.security_group.id,
+            ip_protocol="tcp",
+            from_port=NFS_PORT,
+            to_port=NFS_PORT,
+            description="NFS from the SCP tasks",
+            opts=rule_opts,
+        )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-tasks-to-journal",
+            security_group_id=self.security_group.id,
+            referenced_security_group_id=group.id,
+            ip_protocol="tcp",
+            from_port=NFS_PORT,
+            to_port=NFS_PORT,
+            description="NFS to the EFS journal",
+            opts=rule_opts,
+        )
+        subnets = pulumi.Output.from_input(args.private_subnet_ids)
+        mount_targets = [
+            aws.efs.MountTarget(
+                f"{name}-journal-mount-{index}",
+                file_system_id=file_system.id,
+                subnet_id=subnets.apply(lambda ids, i=index: ids[i]),
+                security_groups=[group.id],
+                opts=pulumi.ResourceOptions(parent=file_system),
+            )
+            for index in range(args.private_subnet_count)
+        ]
+        access_point = aws.efs.AccessPoint(
+            f"{name}-journal-access",
+            file_system_id=file_system.id,
+            posix_user={"uid": CONTAINER_UID, "gid": CONTAINER_UID},
+            root_directory={
+                "path": "/journal",
+                "creation_info": {
+                    "owner_uid": CONTAINER_UID,
+                    "owner_gid": CONTAINER_UID,
+                    "permissions": "750",
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=file_system),
+        )
+        return Journal(file_system, group, mount_targets, access_point)
 
     def _security_group(self, name: str, args: ScpServiceArgs) -> aws.ec2.SecurityGroup:
         """Ingress only from the NLB (DICOM target ports and the health port); egress only to AWS APIs."""

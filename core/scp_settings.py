@@ -114,6 +114,10 @@ class ScpSettings(Settings):
         gt=0,
         description="A journal directory whose heartbeat is this old is adopted by another process",
     )
+    journal: Literal["efs", "none"] = Field(
+        "efs",
+        description="Deployed journal: efs (EFS, SCP_JOURNAL_DIR on it) or none (ack after the S3 PUT)",
+    )
 
     @field_validator("ae_title")
     @classmethod

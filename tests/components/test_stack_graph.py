@@ -427,7 +427,7 @@ def test_production_replicates_results_to_a_second_region(prod, dev):
 
 def test_production_keeps_data_when_the_stack_is_destroyed(prod, dev):
     kept = {r.type for r in prod.resources if r.retain_on_delete}
-    assert {S3, "aws:dynamodb/table:Table", "aws-native:healthimaging:Datastore"} <= kept
+    assert {S3, "aws:dynamodb/table:Table", "aws-native:healthimaging:Datastore", EFS} <= kept
     assert prod.one("aws:kms/key:Key", "storage-key").retain_on_delete
     assert not any(r.retain_on_delete for r in dev.resources)
     assert all(b.inputs["forceDestroy"] is False for b in prod.of_type(S3))
@@ -963,7 +963,67 @@ def test_task_role_writes_only_incoming_and_batches(graph):
             "Resource": [f"{dicom}/{INCOMING_PREFIX}*", f"{dicom}/{BATCHES_PREFIX}*"],
         },
         {"Sid": "ReadinessCheck", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [dicom]},
+        {
+            "Sid": "MountJournal",
+            "Effect": "Allow",
+            "Action": ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
+            "Resource": [graph.one(EFS).outputs["arn"]],
+        },
     ]
+
+
+EFS = "aws:efs/fileSystem:FileSystem"
+
+
+def test_journal_is_an_encrypted_elastic_efs_mounted_in_every_private_subnet(dev, prod, existing):
+    for graph, subnets in ((dev, 2), (prod, 3), (existing, 2)):
+        fs = graph.one(EFS)
+        assert fs.inputs["encrypted"] is True and fs.inputs["throughputMode"] == "elastic"
+        assert fs.inputs["performanceMode"] == "generalPurpose"
+        targets = graph.of_type("aws:efs/mountTarget:MountTarget")
+        assert len(targets) == subnets and len({t.inputs["subnetId"] for t in targets}) == subnets
+        point = graph.one("aws:efs/accessPoint:AccessPoint").inputs
+        assert point["posixUser"] == {"uid": 10001.0, "gid": 10001.0}
+        volume = next(
+            v
+            for v in graph.one("aws:ecs/taskDefinition:TaskDefinition").inputs["volumes"]
+            if v["name"] == "journal"
+        )
+        efs = volume["efsVolumeConfiguration"]
+        assert efs["transitEncryption"] == "ENABLED" and efs["authorizationConfig"]["iam"] == "ENABLED"
+        [container] = json.loads(
+            graph.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+        )
+        assert container["readonlyRootFilesystem"] is True
+        mount = next(m for m in container["mountPoints"] if m["sourceVolume"] == "journal")
+        assert mount["readOnly"] is False
+        env = {e["name"]: e["value"] for e in container["environment"]}
+        assert env["SCP_JOURNAL_DIR"] == mount["containerPath"]
+
+
+def test_journal_accepts_nfs_only_from_the_scp_tasks(graph):
+    tasks = graph.one("aws:ec2/securityGroup:SecurityGroup", "scp-tasks")
+    nfs = graph.one("aws:ec2/securityGroup:SecurityGroup", "scp-journal-nfs")
+    rules = [
+        r.inputs
+        for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs["securityGroupId"] == nfs.outputs["id"]
+    ]
+    assert [(r["referencedSecurityGroupId"], int(r["fromPort"]), int(r["toPort"])) for r in rules] == [
+        (tasks.outputs["id"], 2049, 2049)
+    ]
+    for target in graph.of_type("aws:efs/mountTarget:MountTarget"):
+        assert target.inputs["securityGroups"] == [nfs.outputs["id"]]
+
+
+def test_journal_none_creates_no_file_system(package):
+    config = from_flat({"scpJournal": "none"}, stack="nojournal")
+    graph = _run(config, package)
+    assert not graph.of_type(EFS)
+    [container] = json.loads(
+        graph.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    )
+    assert "SCP_JOURNAL_DIR" not in {e["name"] for e in container["environment"]}
 
 
 def test_tasks_accept_only_the_nlb(graph):
