@@ -18,6 +18,7 @@ import pulumi_aws as aws
 from components.iam import account_administers, document
 from core.contracts import (
     SCP_DIMENSIONS,
+    SCP_JOURNAL_OLDEST_AGE_METRIC,
     SCP_METRICS_NAMESPACE,
     SCP_STORE_FAILURES_METRIC,
     WORKFLOW_DIMENSIONS,
@@ -237,6 +238,7 @@ class Monitoring(pulumi.ComponentResource):
         )
 
         self.budget = self._budget() if args.cost.budget_enabled else None
+        self._journal_backlog_alarm()
 
         self.dashboard = aws.cloudwatch.Dashboard(
             f"{name}-dashboard",
@@ -347,6 +349,22 @@ class Monitoring(pulumi.ComponentResource):
             metric_queries=[{"id": "failures", "expression": query, "period": 60, "return_data": True}],
             evaluation_periods=1,
             threshold=0,
+            comparison_operator="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[self.topic.arn],
+            ok_actions=[self.topic.arn],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _journal_backlog_alarm(self) -> None:
+        query = f'SELECT MAX({SCP_JOURNAL_OLDEST_AGE_METRIC}) FROM "{SCP_METRICS_NAMESPACE}"'
+        self.alarms["scp-journal-backlog-age"] = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-scp-journal-backlog-age",
+            alarm_description="Instances wait in the SCP journal for their upload to S3 (S3 unreachable?);"
+            " past the journal's limits the SCP refuses stores with 0xA700",
+            metric_queries=[{"id": "age", "expression": query, "period": 60, "return_data": True}],
+            evaluation_periods=1,
+            threshold=self._args.settings.journal_backlog_age_alarm_seconds,
             comparison_operator="GreaterThanThreshold",
             treat_missing_data="notBreaching",
             alarm_actions=[self.topic.arn],
@@ -485,6 +503,19 @@ class Monitoring(pulumi.ComponentResource):
                     ],
                     12,
                     24,
+                    "SCP journal backlog (files, oldest age s)",
+                    [
+                        [
+                            {
+                                "expression": f'SELECT MAX({name}) FROM "{SCP_METRICS_NAMESPACE}"',
+                                "id": f"j{index}",
+                            }
+                        ]
+                        for index, name in enumerate(("JournalFiles", SCP_JOURNAL_OLDEST_AGE_METRIC))
+                    ],
+                    0,
+                    24,
+                    "Maximum",
                 ),
             ]
         }

@@ -553,6 +553,9 @@ class MonitoringSettings(Settings):
     import_latency_alarm_seconds: int = Field(
         3600, ge=60, description="Alarm when a batch takes longer than this from seal to import"
     )
+    journal_backlog_age_alarm_seconds: int = Field(
+        300, ge=30, description="Alarm when the SCP's oldest journal entry waits this long for its upload"
+    )
 
     @field_validator("alarm_email")
     @classmethod

@@ -1078,6 +1078,12 @@ def test_every_failure_mode_has_an_alarm_to_the_topic(dev):
     assert (
         store.inputs["metricQueries"][0]["expression"] == 'SELECT SUM(StoreFailures) FROM "DicomIngest/Scp"'
     )
+    (backlog,) = [a for a in alarms if "journal-backlog-age" in a.name]
+    assert (
+        backlog.inputs["metricQueries"][0]["expression"]
+        == 'SELECT MAX(JournalOldestAge) FROM "DicomIngest/Scp"'
+    )
+    assert backlog.inputs["threshold"] == 300
     assert all(a.inputs["alarmActions"] == [topic.outputs["arn"]] for a in alarms)
     # CloudWatch can publish only to topics under a customer key whose policy lets it.
     key = dev.by_arn(topic.inputs["kmsMasterKeyId"])
@@ -1186,6 +1192,7 @@ def test_production_has_a_cost_center_and_a_monthly_budget_alerting_the_topic(pr
         s["Sid"] for s in dev.one("aws:sns/topicPolicy:TopicPolicy").json("policy")["Statement"]
     }
     assert dev_statements == {"AccountManages", "CloudWatchPublishes"}
+    assert "SCP journal backlog (files, oldest age s)" in titles
 
 
 # --- security policies over the whole graph ---------------------------------------------------
