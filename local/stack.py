@@ -382,6 +382,7 @@ class LocalStack:
             "bind_address": "127.0.0.1",
             "health_port": 0,
             "spool_dir": spool,
+            "journal_dir": self.data_dir / "journal",  # as deployed: acknowledged once in the journal
             "tls_enabled": False,
             "plain_enabled": True,
             "workers": 1,

@@ -30,6 +30,8 @@ def stack(tmp_path_factory):
 def test_outputs_and_environment_are_what_clients_need(stack):
     assert set(STACK_OUTPUTS) - OPTIONAL_OUTPUTS <= set(stack.outputs) <= set(STACK_OUTPUTS)
     assert stack.outputs["aeTitle"] == "LOCAL-GW" and stack.outputs["dicomPort"] == stack.scp.port > 0
+    assert stack.scp.journal is not None  # acknowledged once in the journal under the data directory
+    assert stack.scp.journal.directory.parent.name == "journal"
     env = stack.environment
     assert env["AWS_ENDPOINT_URL_MEDICAL_IMAGING"] == stack.ahi.url
     assert env["AWS_DISABLE_HOST_PREFIX_INJECTION"] == "true"
