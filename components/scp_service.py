@@ -106,6 +106,32 @@ def container_definition(
     }
 
 
+def _allow_tcp(
+    ingress: tuple[str, str],
+    egress: tuple[str, str],
+    source: aws.ec2.SecurityGroup,
+    destination: aws.ec2.SecurityGroup,
+    port: int,
+    opts: pulumi.ResourceOptions,
+) -> None:
+    """TCP ``port`` from ``source`` to ``destination``: the ingress rule and the matching egress rule
+    (each given as (resource name, description))."""
+    for (rule_name, description), rule, group, other in (
+        (ingress, aws.vpc.SecurityGroupIngressRule, destination, source),
+        (egress, aws.vpc.SecurityGroupEgressRule, source, destination),
+    ):
+        rule(
+            rule_name,
+            security_group_id=group.id,
+            referenced_security_group_id=other.id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=description,
+            opts=opts,
+        )
+
+
 @dataclass
 class Journal:
     file_system: aws.efs.FileSystem
@@ -413,26 +439,13 @@ class ScpService(pulumi.ComponentResource):
             description="EFS journal: NFS from the SCP tasks only",
             opts=pulumi.ResourceOptions(parent=self),
         )
-        rule_opts = pulumi.ResourceOptions(parent=group)
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-journal-from-tasks",
-            security_group_id=group.id,
-            referenced_security_group_id=self.security_group.id,
-            ip_protocol="tcp",
-            from_port=NFS_PORT,
-            to_port=NFS_PORT,
-            description="NFS from the SCP tasks",
-            opts=rule_opts,
-        )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-tasks-to-journal",
-            security_group_id=self.security_group.id,
-            referenced_security_group_id=group.id,
-            ip_protocol="tcp",
-            from_port=NFS_PORT,
-            to_port=NFS_PORT,
-            description="NFS to the EFS journal",
-            opts=rule_opts,
+        _allow_tcp(
+            (f"{name}-journal-from-tasks", "NFS from the SCP tasks"),
+            (f"{name}-tasks-to-journal", "NFS to the EFS journal"),
+            self.security_group,
+            group,
+            NFS_PORT,
+            pulumi.ResourceOptions(parent=group),
         )
         subnets = pulumi.Output.from_input(args.private_subnet_ids)
         mount_targets = [
@@ -472,25 +485,13 @@ class ScpService(pulumi.ComponentResource):
         rule_opts = pulumi.ResourceOptions(parent=group)
         ports = sorted({p.target_port for p in args.listeners} | {args.scp.health_port})
         for port in ports:
-            aws.vpc.SecurityGroupIngressRule(
-                f"{name}-from-nlb-{port}",
-                security_group_id=group.id,
-                referenced_security_group_id=args.nlb_security_group.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                description="from the NLB",
-                opts=rule_opts,
-            )
-            aws.vpc.SecurityGroupEgressRule(
-                f"{name}-nlb-to-tasks-{port}",
-                security_group_id=args.nlb_security_group.id,
-                referenced_security_group_id=group.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                description="to the SCP tasks",
-                opts=rule_opts,
+            _allow_tcp(
+                (f"{name}-from-nlb-{port}", "from the NLB"),
+                (f"{name}-nlb-to-tasks-{port}", "to the SCP tasks"),
+                args.nlb_security_group,
+                group,
+                port,
+                rule_opts,
             )
         https: list[tuple[str, dict[str, Any]]] = [
             ("vpc", {"cidr_ipv4": args.vpc_cidr}),  # interface endpoints

@@ -84,28 +84,7 @@ class S3Storage:
         return StoredObject(key=key, size=len(data), sha256=sha256)
 
     def put_bytes_if_absent(self, key: str, data: bytes, content_type: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ContentType=content_type,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=_b64_sha256(data),
-                IfNoneMatch="*",
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-            }:
-                return False
-            raise _storage_error(exc, f"PUT {key}") from exc
-        except Exception as exc:
-            raise _storage_error(exc, f"PUT {key}") from exc
-        return True
+        return self._put_object(key, data, hashlib.sha256(data).hexdigest(), content_type, if_absent=True)
 
     def get_bytes(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
@@ -131,7 +110,12 @@ class S3Storage:
             self._put_object(key, data, spooled.sha256, DICOM_CONTENT_TYPE)
         return StoredObject(key=key, size=spooled.size, sha256=spooled.sha256)
 
-    def _put_object(self, key: str, data: bytes, sha256: str, content_type: str) -> None:
+    def _put_object(
+        self, key: str, data: bytes, sha256: str, content_type: str, *, if_absent: bool = False
+    ) -> bool:
+        """False only with ``if_absent`` when the key exists (S3 conditional write, If-None-Match)."""
+        from botocore.exceptions import ClientError
+
         try:
             self.client.put_object(
                 Bucket=self.bucket,
@@ -141,9 +125,14 @@ class S3Storage:
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode("ascii"),
                 Metadata={"sha256": sha256},
+                **({"IfNoneMatch": "*"} if if_absent else {}),
             )
         except Exception as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+            if if_absent and code in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                return False
             raise _storage_error(exc, f"PUT {key}") from exc
+        return True
 
     def _put_multipart(self, key: str, path: Path, size: int, sha256: str) -> None:
         """One part in memory at a time: memory stays flat whatever the object size."""

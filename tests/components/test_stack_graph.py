@@ -1001,14 +1001,18 @@ def test_journal_is_an_encrypted_elastic_efs_mounted_in_every_private_subnet(dev
         assert env["SCP_JOURNAL_DIR"] == mount["containerPath"]
 
 
+def _ingress_rules(graph, group) -> list[dict]:
+    return [
+        r.inputs
+        for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+        if r.inputs["securityGroupId"] == group.outputs["id"]
+    ]
+
+
 def test_journal_accepts_nfs_only_from_the_scp_tasks(graph):
     tasks = graph.one("aws:ec2/securityGroup:SecurityGroup", "scp-tasks")
     nfs = graph.one("aws:ec2/securityGroup:SecurityGroup", "scp-journal-nfs")
-    rules = [
-        r.inputs
-        for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-        if r.inputs["securityGroupId"] == nfs.outputs["id"]
-    ]
+    rules = _ingress_rules(graph, nfs)
     assert [(r["referencedSecurityGroupId"], int(r["fromPort"]), int(r["toPort"])) for r in rules] == [
         (tasks.outputs["id"], 2049, 2049)
     ]
@@ -1029,11 +1033,7 @@ def test_journal_none_creates_no_file_system(package):
 def test_tasks_accept_only_the_nlb(graph):
     tasks = graph.one("aws:ec2/securityGroup:SecurityGroup", "scp-tasks")
     nlb = graph.one("aws:ec2/securityGroup:SecurityGroup", "lb-nlb")
-    rules = [
-        r.inputs
-        for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
-        if r.inputs["securityGroupId"] == tasks.outputs["id"]
-    ]
+    rules = _ingress_rules(graph, tasks)
     assert rules and all(r["referencedSecurityGroupId"] == nlb.outputs["id"] for r in rules)
     assert 8080 in {int(r["fromPort"]) for r in rules}
 
