@@ -2,10 +2,11 @@
 
 Statuses sent (PS3.4 B.2.3 / PS3.7 C); every failure carries an Error Comment (0000,0902) of
 at most 64 characters that names the problem and never a value, and the same reason is logged:
-- 0x0000 Success: the object is durable in storage (S3 confirmed the checksummed PUT, or the
-  file is fsynced) and listed in its batch.
+- 0x0000 Success: the object is durable (S3 confirmed the checksummed PUT, or the file is
+  fsynced; with a journal: fsynced into the journal, uploaded behind) and listed in its batch.
 - 0xA700 Refused, out of resources: storage failed after the bounded retries (or failed
   permanently). Nothing was acknowledged; the sender keeps the image and may retry.
+  With a journal: the journal is past a limit or cannot be written (``scp/journal.py``).
 - 0xC210 Cannot understand: the dataset is not whole (truncated: it ends inside an element) or
   cannot be walked (``scp/completeness.py``), or its header cannot be parsed. Not stored.
 - 0xC212 Cannot understand: Study/Series/SOP Instance UID missing or not a valid UID, so the
