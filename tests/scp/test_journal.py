@@ -133,7 +133,10 @@ def test_s3_down_fills_the_journal_to_its_limit_then_a700_then_it_drains(
     assert results[3][1] == "journal full (files), retry later"
     status, body = http_get(scp.health_port, "/readyz")
     assert status == 503 and "journal full" in body
-    assert "dicom_scp_journal_upload_failures_total" in http_get(scp.health_port, "/metrics")[1]
+    wait_for(
+        lambda: "dicom_scp_journal_upload_failures_total" in http_get(scp.health_port, "/metrics")[1],
+        what="the failed uploads counted",
+    )
     assert not s3_manifests(s3, bucket)
 
     proxy.down = False
