@@ -8,6 +8,9 @@ syntax from each header, size from the listing, sha256 from the object metadata 
 UIDs) so that validation quarantines it with a reason: nothing acknowledged is stranded.
 Writing ``batches/<batchId>.json`` (seal reason "sweeper") starts the normal import path. The
 write is conditional (If-None-Match), so a late seal by the SCP itself wins and is not replaced.
+The SCP's journal (``scp/journal.py``) writes its manifests the same way: whichever is first
+stays, and the instances a sweeper's manifest lacks are sealed by the SCP under a new batch id,
+never under this one (docs/scp.md, "The journal").
 An invocation event ``{"minAgeSeconds": N}`` overrides the age (operators, tests).
 """
 
