@@ -24,6 +24,7 @@ LOCAL_OVERRIDES = {
     "scpBindAddress",
     "scpHealthPort",
     "scpSpoolDir",
+    "scpJournalDir",
     "scpTlsEnabled",
     "scpPlainEnabled",
     "scpWorkers",

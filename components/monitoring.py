@@ -503,6 +503,8 @@ class Monitoring(pulumi.ComponentResource):
                     ],
                     12,
                     24,
+                ),
+                widget(
                     "SCP journal backlog (files, oldest age s)",
                     [
                         [
@@ -514,7 +516,7 @@ class Monitoring(pulumi.ComponentResource):
                         for index, name in enumerate(("JournalFiles", SCP_JOURNAL_OLDEST_AGE_METRIC))
                     ],
                     0,
-                    24,
+                    30,
                     "Maximum",
                 ),
             ]

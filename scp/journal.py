@@ -411,8 +411,11 @@ class Journal:
     def _finish(self, batch: _Batch) -> None:
         """Write the manifest (If-None-Match); on a sweeper's manifest, re-home what it lacks."""
         by_key: dict[str, ManifestInstance] = {}
-        for name in sorted(batch.entries):  # a later copy of the same instance wins
-            by_key[batch.entries[name].instance.key] = batch.entries[name].instance
+        receipts: dict[str, int] = {}
+        for name in sorted(batch.entries):  # a later copy of the same instance wins, all are counted
+            instance = batch.entries[name].instance
+            receipts[instance.key] = receipts.get(instance.key, 0) + 1
+            by_key[instance.key] = instance.model_copy(update={"received_count": receipts[instance.key]})
         try:
             manifest = self._manifest(batch, batch.batch_id, batch.prefix, list(by_key.values()))
             key = self.storage.full_key(manifest_key(batch.batch_id))

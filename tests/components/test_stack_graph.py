@@ -1136,6 +1136,7 @@ def test_alarm_email_and_dashboard(dev, prod):
     titles = {w["properties"]["title"] for w in body["widgets"]}
     assert {"SCP store failures", "Import executions", "Dead-letter queue", "NLB targets"} <= titles
     assert {"Partial imports, failed instances", "Rejected associations"} <= titles
+    assert "SCP journal backlog (files, oldest age s)" in titles
 
 
 # --- cost -------------------------------------------------------------------------------------
@@ -1192,7 +1193,6 @@ def test_production_has_a_cost_center_and_a_monthly_budget_alerting_the_topic(pr
         s["Sid"] for s in dev.one("aws:sns/topicPolicy:TopicPolicy").json("policy")["Statement"]
     }
     assert dev_statements == {"AccountManages", "CloudWatchPublishes"}
-    assert "SCP journal backlog (files, oldest age s)" in titles
 
 
 # --- security policies over the whole graph ---------------------------------------------------
