@@ -27,6 +27,7 @@ SCP_STORE_FAILURES_METRIC = "StoreFailures"  # one of them; the monitoring alarm
 SCP_DIMENSIONS = {"Service": "dicom-scp"}  # the dimensions of the SCP's EMF lines
 WORKFLOW_DIMENSIONS = {"service": POWERTOOLS_SERVICE}  # Powertools' one dimension, the service name
 SCP_JOURNAL_OLDEST_AGE_METRIC = "JournalOldestAge"  # seconds; the monitoring alarms on its maximum
+SCP_COMMITMENT_UNDELIVERED_METRIC = "CommitmentReportsUndelivered"  # alarmed too
 
 
 # --- Errors the state machine retries by name ---------------------------------------------

@@ -111,6 +111,8 @@ class BatchManifest(BaseModel):
 #   ts = "<ISO-8601 UTC>#<STATUS>"  one audit item per state transition (the audit trail)
 #   ts = "~summary"                 the job's current state; carries the sparse GSI keys below
 #   ts = "~study#<StudyUID>"        one per study in the batch; carries the by-study GSI key
+# and the Storage Commitment items (core/commitment.py): jobId "commitment#<TransactionUID>"
+# (ts "~commitment", keys the by-commitment GSI) and the instance index, jobId "sop#<SOPInstanceUID>".
 # "~" sorts after every ISO timestamp, so a Query on the partition returns the timeline first.
 TABLE_PARTITION_KEY = "jobId"
 TABLE_SORT_KEY = "ts"
@@ -120,10 +122,12 @@ TTL_ATTRIBUTE = "expiresAt"
 
 # name -> (partition key, sort key); all string attributes, projection ALL.
 BY_STATUS, BY_STUDY, BY_CALLING_AE = "by-status", "by-study", "by-calling-ae"
+BY_COMMITMENT = "by-commitment"
 TABLE_INDEXES: dict[str, tuple[str, str]] = {
     BY_STATUS: ("currentStatus", "updatedAt"),  # jobs by status over a time range
     BY_STUDY: ("studyInstanceUid", "createdAt"),  # jobs containing a StudyInstanceUID
     BY_CALLING_AE: ("callingAeTitle", "createdAt"),  # jobs from a calling AE
+    BY_COMMITMENT: ("commitmentState", "dueAt"),  # Storage Commitment transactions (core/commitment.py)
 }
 
 # Job states in the order a job moves through them; a conditional write never moves back.

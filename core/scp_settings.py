@@ -28,6 +28,18 @@ def validate_ae_title(value: str) -> str:
     return stripped
 
 
+def parse_peers(entries: list[str]) -> dict[str, tuple[str, int]]:
+    """``["AE=host:port", ...]`` -> ``{AE: (host, port)}``; a malformed entry raises ValueError."""
+    peers: dict[str, tuple[str, int]] = {}
+    for entry in entries:
+        ae, sep, address = entry.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not (sep and colon and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"commitment peer {entry!r}: use AE=host:port")
+        peers[validate_ae_title(ae)] = (host.strip(), int(port))
+    return peers
+
+
 class ScpSettings(Settings):
     ae_title: str = Field("AHI-GATEWAY", description="Called AE title the SCP answers to")
     bind_address: str = Field("0.0.0.0", description="Address the listeners bind to")
@@ -118,6 +130,27 @@ class ScpSettings(Settings):
         "efs",
         description="Deployed journal: efs (EFS, SCP_JOURNAL_DIR on it) or none (ack after the S3 PUT)",
     )
+    commitment_table: str = Field(
+        "", description="DynamoDB table of Storage Commitment transactions (empty = commitment refused)"
+    )
+    commitment_peers: list[str] = Field(
+        default_factory=list, description="Storage Commitment report peers, AE=host:port per calling AE"
+    )
+    commitment_deadline_seconds: float = Field(
+        3600.0, gt=0, description="Report still-unresolved instances as failed (0x0110) after this long"
+    )
+    commitment_unknown_seconds: float = Field(
+        600.0, gt=0, description="An instance not received this long after the request fails (0x0112)"
+    )
+    commitment_delivery_seconds: float = Field(
+        3600.0, gt=0, description="Retry delivering a commitment report this long, then alarm"
+    )
+    commitment_retry_seconds: float = Field(
+        10.0, gt=0, description="First delay between report delivery attempts (doubles, at most 5 min)"
+    )
+    commitment_poll_seconds: float = Field(
+        5.0, gt=0, description="How often the reporter looks for due commitment transactions"
+    )
 
     @field_validator("ae_title")
     @classmethod
@@ -133,6 +166,12 @@ class ScpSettings(Settings):
     @classmethod
     def _cidrs(cls, v: list[str]) -> list[str]:
         return [cidr(c, address_ok=True) for c in v]
+
+    @field_validator("commitment_peers")
+    @classmethod
+    def _commitment_peers(cls, v: list[str]) -> list[str]:
+        parse_peers(v)
+        return v
 
     @field_validator("storage_uri")
     @classmethod

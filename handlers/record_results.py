@@ -15,6 +15,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from core.commitment import CommitmentTable
+from core.layout import BatchManifest
 from handlers import aws, objects
 from handlers.jobs import JobTable, failures_for_summary
 from handlers.results import read_outcome
@@ -25,7 +27,14 @@ logger, metrics, tracer = powertools()
 
 
 @tracer.capture_method
-def record_results(event: dict[str, Any], *, s3: Any, jobs: JobTable, cleanup_mode: str) -> dict[str, Any]:
+def record_results(
+    event: dict[str, Any],
+    *,
+    s3: Any,
+    jobs: JobTable,
+    cleanup_mode: str,
+    commitments: CommitmentTable | None = None,
+) -> dict[str, Any]:
     batch_id, bucket = event["batchId"], event["bucket"]
     manifest = load_manifest(s3, bucket, event["manifestKey"])
     outcome = read_outcome(s3, event["outputS3Uri"], event["datastoreId"], event["importJobId"])
@@ -64,6 +73,7 @@ def record_results(event: dict[str, Any], *, s3: Any, jobs: JobTable, cleanup_mo
             )
 
     imported = sorted(k for k in outcome.imported_keys if k in by_key)
+    due = record_commitment_outcomes(commitments, manifest, outcome.image_set_by_key, failures)
     cleaned = objects.clean_up(s3, bucket, imported, cleanup_mode)
     status = "PARTIAL" if failures else "COMPLETED"
     failed_uids = sorted({f["sopInstanceUid"] for f in failures if f["sopInstanceUid"]})
@@ -97,6 +107,7 @@ def record_results(event: dict[str, Any], *, s3: Any, jobs: JobTable, cleanup_mo
             "imported": len(imported),
             "failed": len(failures),
             "imageSets": len(outcome.image_set_ids),
+            "commitmentsDue": len(due),
         },
     )
     return {
@@ -108,6 +119,39 @@ def record_results(event: dict[str, Any], *, s3: Any, jobs: JobTable, cleanup_mo
     }
 
 
+def record_commitment_outcomes(
+    commitments: CommitmentTable | None,
+    manifest: BatchManifest,
+    image_sets: dict[str, str],
+    failures: list[dict[str, Any]],
+) -> set[str]:
+    """Each instance's outcome into the commitment index; marks the transactions waiting on them due.
+
+    COMMITTED needs an image set id from the success results (DESIGN 4b); a failure keeps its
+    stage and recorded reason. Returns the transactions marked due.
+    """
+    if commitments is None:
+        return set()
+    failed = {f["key"]: f for f in failures}
+    due: set[str] = set()
+    for instance in manifest.instances:
+        failure = failed.get(instance.key)
+        image_set = "" if failure else image_sets.get(instance.key, "")
+        due.update(
+            commitments.record_outcome(
+                manifest.batch_id,
+                instance.sop_instance_uid,
+                instance.sop_class_uid,
+                image_set_id=image_set,
+                stage=failure["stage"] if failure else ("" if image_set else "import"),
+                reason=failure["reason"] if failure else ("" if image_set else "not in the import's results"),
+            )
+        )
+    for transaction_uid in sorted(due):
+        commitments.mark_due(transaction_uid)
+    return due
+
+
 @lambda_entry_point(logger, metrics, tracer)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     env = environment()
@@ -116,4 +160,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         s3=aws.client("s3"),
         jobs=env.job_table(),
         cleanup_mode=env.settings.cleanup_mode,
+        commitments=CommitmentTable(aws.client("dynamodb"), env.resources.job_table),
     )

@@ -28,6 +28,7 @@ class ImportOutcome:
     imported_keys: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)  # input key -> reason
     non_primary_image_set_ids: list[str] = field(default_factory=list)
+    image_set_by_key: dict[str, str] = field(default_factory=dict)  # input key -> its image set id
     summary: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,6 +97,8 @@ def read_outcome(s3: Any, output_s3_uri: str, datastore_id: str, job_id: str) ->
         if response.get("imageSetId"):
             ids[response["imageSetId"]] = None
         outcome.imported_keys.add(_input_key(line))
+        if response.get("imageSetId"):
+            outcome.image_set_by_key[_input_key(line)] = response["imageSetId"]
     for line in _lines(_get(s3, bucket, f"{prefix}FAILURE/failure.ndjson")):
         outcome.failed[_input_key(line)] = _failure_reason(line)
     outcome.image_set_ids = list(ids)

@@ -232,6 +232,18 @@ class LocalStack:
             raise RuntimeError(f"sweeper failed: {payload}")
         return payload
 
+    def restart_scp(self) -> None:
+        """Stop the SCP (it seals its batches) and start a new one on the same port (tests)."""
+        if self.scp is not None:
+            port = self.scp.port
+            self.scp.stop()
+            self.scp = None
+            self.scp_port = port
+        if self._scp_metrics is not None:
+            self._scp_metrics.close()
+            self._scp_metrics = None
+        self._start_scp()
+
     # --- internals -------------------------------------------------------------------------
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():
@@ -387,6 +399,7 @@ class LocalStack:
             "plain_enabled": True,
             "workers": 1,
             "task_id": "local",
+            "commitment_table": self.outputs["jobTable"],
         }
         settings = self.config.scp.model_copy(update=overrides)
         # The SCP's CloudWatch EMF lines go to a file next to the spool instead of the console.

@@ -11,9 +11,9 @@ import threading
 import time
 from collections import defaultdict
 
+from core.contracts import SCP_COMMITMENT_UNDELIVERED_METRIC, SCP_STORE_FAILURES_METRIC
 from core.contracts import SCP_JOURNAL_OLDEST_AGE_METRIC as JOURNAL_OLDEST_AGE
 from core.contracts import SCP_METRICS_NAMESPACE as NAMESPACE
-from core.contracts import SCP_STORE_FAILURES_METRIC
 
 JOURNAL_FILES, JOURNAL_BYTES, JOURNAL_UPLOAD_FAILURES = "JournalFiles", "JournalBytes", "UploadFailures"
 
@@ -43,6 +43,7 @@ class Metrics:
             "RejectedAssociations": 0,
             "RefusedConnections": 0,
             "BatchesSealed": 0,
+            SCP_COMMITMENT_UNDELIVERED_METRIC: 0,
             "latency": [],
             "seen": 0,
         }
@@ -92,6 +93,11 @@ class Metrics:
         with self._lock:
             self._inc("dicom_scp_batches_sealed_total", reason=reason)
             self._window["BatchesSealed"] += 1
+
+    def commitment_undelivered(self) -> None:
+        with self._lock:
+            self._inc("dicom_scp_commitment_reports_undelivered_total")
+            self._window[SCP_COMMITMENT_UNDELIVERED_METRIC] += 1
 
     def manifest_failed(self) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from pynetdicom import AE, _config, evt
 
+from core.commitment import STORAGE_COMMITMENT_PUSH_MODEL, CommitmentTable
 from core.contracts import SCP_DIMENSIONS
 from core.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
 from core.layout import BatchManifest
@@ -32,6 +33,7 @@ from scp import fast_transport
 from scp.access import AccessPolicy
 from scp.admission import Admission
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
+from scp.commitment import CommitmentService, Reporter, handle_n_action
 from scp.health import CachedCheck, HealthServer
 from scp.journal import Journal, JournalLimits
 from scp.keepalive import KeepAlive
@@ -106,6 +108,14 @@ class StoreScp:
             else None
         )
         self._started = False
+        self.commitment: CommitmentService | None = None
+        self._reporter: Reporter | None = None
+        if settings.commitment_table:
+            import boto3  # only with Storage Commitment on (the file-storage SCP needs no AWS)
+
+            table = CommitmentTable(boto3.client("dynamodb"), settings.commitment_table)
+            self.commitment = CommitmentService(table, settings, self.task_id)
+            self._reporter = Reporter(self.commitment, on_undelivered=self.metrics.commitment_undelivered)
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> StoreScp:
@@ -129,6 +139,8 @@ class StoreScp:
                 [StoreService(self.storage, self.sessions, self.metrics, self._retry, self.journal)],
             ),
         ]
+        if self.commitment is not None:
+            handlers.append((evt.EVT_N_ACTION, handle_n_action, [self.commitment]))
         s = self.settings
         reuse_port = s.workers > 1
         if s.plain_enabled:
@@ -147,6 +159,8 @@ class StoreScp:
         self._health.start()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="scp-housekeeping", daemon=True)
         self._housekeeper.start()
+        if self._reporter is not None:
+            self._reporter.start()
         self._started = True
         log.info(
             "listening",
@@ -189,6 +203,8 @@ class StoreScp:
         self._stopped.set()
         if self._housekeeper:
             self._housekeeper.join()
+        if self._reporter is not None:
+            self._reporter.stop()
         self._emit_emf()
         if self._health:
             self._health.stop()
@@ -244,6 +260,8 @@ class StoreScp:
         ae.add_supported_context(VERIFICATION_SOP_CLASS, list(TRANSFER_SYNTAXES))
         for sop_class in accepted_sop_classes(s.sop_classes):
             ae.add_supported_context(sop_class, list(TRANSFER_SYNTAXES))
+        if self.commitment is not None:
+            ae.add_supported_context(STORAGE_COMMITMENT_PUSH_MODEL, scu_role=True, scp_role=True)
         return ae
 
     def _policy(self) -> AccessPolicy:
@@ -287,6 +305,13 @@ class StoreScp:
 
     def _on_sealed(self, manifest: BatchManifest) -> None:
         self.metrics.sealed(manifest.seal_reason)
+        if self.commitment is not None:  # the instance index: received, waiting for the import
+            try:
+                self.commitment.table.received(
+                    manifest.batch_id, [(i.sop_instance_uid, i.sop_class_uid) for i in manifest.instances]
+                )
+            except Exception:  # the workflow's result step writes the outcome anyway
+                log.exception("instance index not written", extra={"fields": {"batchId": manifest.batch_id}})
 
     def _housekeeping(self) -> None:
         """Age rollover of idle-but-open associations, and the periodic EMF line."""
