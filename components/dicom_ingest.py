@@ -99,7 +99,15 @@ class DicomIngest(pulumi.ComponentResource):
         )
         endpoints = ("secretsmanager",) if config.service.tls_secrets else ()  # ECS reads the TLS secrets
         self.network = Network(
-            f"{name}-network", NetworkArgs(config.network, self.region, endpoints, logs_key), child
+            f"{name}-network",
+            NetworkArgs(
+                config.network,
+                self.region,
+                endpoints,
+                logs_key,
+                dynamodb_endpoint=bool(config.scp.commitment_peers),  # the reporter uses the job table
+            ),
+            child,
         )
         self.network_acls = None
         if not config.network.existing and config.network.acls:
@@ -198,6 +206,8 @@ class DicomIngest(pulumi.ComponentResource):
                 vpc_cidr=self.network.vpc_cidr,
                 private_subnet_ids=self.network.private_subnet_ids,
                 s3_prefix_list_id=self.network.s3_prefix_list_id,
+                dynamodb_prefix_list_id=self.network.dynamodb_prefix_list_id,
+                job_table=self.job_table.table,
                 egress_to_internet=not config.network.interface_endpoints,
                 region=self.region,
                 kms_key_arn=self.storage.kms_key_arn,

@@ -17,6 +17,7 @@ import pulumi_aws as aws
 
 from components.iam import account_administers, document
 from core.contracts import (
+    SCP_COMMITMENT_UNDELIVERED_METRIC,
     SCP_DIMENSIONS,
     SCP_JOURNAL_OLDEST_AGE_METRIC,
     SCP_METRICS_NAMESPACE,
@@ -342,10 +343,23 @@ class Monitoring(pulumi.ComponentResource):
         )
 
     def _store_failures_alarm(self) -> None:
-        query = f'SELECT SUM({SCP_STORE_FAILURES_METRIC}) FROM "{SCP_METRICS_NAMESPACE}"'
-        self.alarms["scp-store-failures"] = aws.cloudwatch.MetricAlarm(
-            f"{self._name}-scp-store-failures",
-            alarm_description="The SCP could not store instances (answered 0xA700; senders will retry)",
+        self._scp_sum_alarm(
+            "scp-store-failures",
+            SCP_STORE_FAILURES_METRIC,
+            "The SCP could not store instances (answered 0xA700; senders will retry)",
+        )
+        self._scp_sum_alarm(
+            "scp-commitment-undelivered",
+            SCP_COMMITMENT_UNDELIVERED_METRIC,
+            "Storage Commitment reports could not be delivered to the modality before their deadline",
+        )
+
+    def _scp_sum_alarm(self, key: str, metric: str, description: str) -> None:
+        """An alarm on the sum of one SCP EMF metric over all tasks (Metrics Insights query)."""
+        query = f'SELECT SUM({metric}) FROM "{SCP_METRICS_NAMESPACE}"'
+        self.alarms[key] = aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{key}",
+            alarm_description=description,
             metric_queries=[{"id": "failures", "expression": query, "period": 60, "return_data": True}],
             evaluation_periods=1,
             threshold=0,

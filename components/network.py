@@ -30,6 +30,7 @@ class NetworkArgs:
     region: pulumi.Input[str]
     extra_endpoint_services: tuple[str, ...] = ()  # e.g. secretsmanager when the task reads secrets
     logs_kms_key_arn: pulumi.Input[str] | None = None  # of the flow logs' group
+    dynamodb_endpoint: bool = False  # the SCP tasks use the job table (Storage Commitment)
 
 
 class Network(pulumi.ComponentResource):
@@ -92,6 +93,19 @@ class Network(pulumi.ComponentResource):
             self.s3_prefix_list_id = aws.ec2.get_prefix_list_output(
                 name=s3_service, opts=pulumi.InvokeOutputOptions(parent=self)
             ).id
+        self.dynamodb_prefix_list_id: pulumi.Output[str] | None = None
+        if args.dynamodb_endpoint:
+            self.dynamodb_endpoint = aws.ec2.VpcEndpoint(
+                f"{name}-dynamodb",
+                vpc_id=self.vpc_id,
+                service_name=pulumi.Output.concat("com.amazonaws.", args.region, ".dynamodb"),
+                vpc_endpoint_type="Gateway",
+                route_table_ids=aws.ec2.get_route_tables_output(
+                    vpc_id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
+                ).ids,
+                opts=child,
+            )
+            self.dynamodb_prefix_list_id = self.dynamodb_endpoint.prefix_list_id
 
         self.endpoint_security_group = None
         self.interface_endpoints: list[aws.ec2.VpcEndpoint] = []

@@ -10,6 +10,7 @@ write ``incoming/*`` and ``batches/*`` of the DICOM bucket (plus the ListBucket 
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from components.load_balancer import ListenerPlan
 from core.config import deployed_scp_settings
 from core.config_base import env_name
 from core.layout import BATCHES_PREFIX, INCOMING_PREFIX
-from core.scp_settings import ENV_PREFIX, ScpSettings
+from core.scp_settings import ENV_PREFIX, ScpSettings, parse_peers
 from core.stack_settings import ServiceSettings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -33,6 +34,28 @@ CONTAINER_UID = 10001
 JOURNAL_VOLUME = "journal"
 NFS_PORT = 2049
 PLATFORMS = {"X86_64": "linux/amd64", "ARM64": "linux/arm64"}
+
+
+def commitment_on(args: ScpServiceArgs) -> bool:
+    return bool(args.scp.commitment_peers) and args.job_table is not None
+
+
+def commitment_access(args: ScpServiceArgs) -> list:
+    """The reporter and the N-ACTION handler read and write the commitment items of the job table."""
+    if not commitment_on(args):
+        return []
+    actions = ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"]
+    return [
+        allow("CommitmentItems", actions, [args.job_table.arn]),
+        allow("CommitmentQueue", ["dynamodb:Query"], [pulumi.Output.concat(args.job_table.arn, "/index/*")]),
+    ]
+
+
+def _peer_cidr(host: str) -> str | None:
+    try:
+        return f"{ipaddress.ip_address(host)}/32"
+    except ValueError:
+        return None
 
 
 def container_environment(settings: ScpSettings) -> list[dict[str, str]]:
@@ -161,6 +184,8 @@ class ScpServiceArgs:
     logs_kms_key_arn: pulumi.Input[str] | None = None  # None: CloudWatch Logs' own encryption
     private_subnet_count: int = 2  # one EFS mount target per private subnet
     retain_on_delete: bool = False  # the journal file system, like the other data stores
+    job_table: aws.dynamodb.Table | None = None  # Storage Commitment state (with commitment peers)
+    dynamodb_prefix_list_id: pulumi.Input[str] | None = None
 
 
 class ScpService(pulumi.ComponentResource):
@@ -255,6 +280,7 @@ class ScpService(pulumi.ComponentResource):
                     ],
                 ),
                 allow("ReadinessCheck", ["s3:ListBucket"], [bucket.arn]),
+                *commitment_access(args),
                 *kms_use(
                     [args.kms_key_arn] if args.kms_key_arn is not None else [], encrypt=True, decrypt=True
                 ),
@@ -302,7 +328,10 @@ class ScpService(pulumi.ComponentResource):
             description="ECS agent: pull the SCP image, write its logs, read its TLS secrets",
         )
 
-        self.settings = bucket.bucket.apply(lambda b: deployed_scp_settings(args.scp, b))
+        table_name = args.job_table.name if commitment_on(args) else ""
+        self.settings = pulumi.Output.all(bucket.bucket, table_name).apply(
+            lambda v: deployed_scp_settings(args.scp, v[0], commitment_table=v[1])
+        )
         definition = pulumi.Output.all(self.settings, image_uri, self.log_group.name, args.region).apply(
             lambda v: container_definition(v[0], service, v[1], v[2], v[3])
         )
@@ -499,6 +528,24 @@ class ScpService(pulumi.ComponentResource):
         ]
         if args.egress_to_internet:
             https.append(("internet", {"cidr_ipv4": "0.0.0.0/0"}))
+        if commitment_on(args) and args.dynamodb_prefix_list_id is not None:
+            https.append(("dynamodb", {"prefix_list_id": args.dynamodb_prefix_list_id}))
+        for ae, (host, port) in sorted(parse_peers(args.scp.commitment_peers).items()):
+            # Storage Commitment reports go to the modality (DESIGN 4b): one rule per peer.
+            target = _peer_cidr(host)
+            if target is None:
+                pulumi.log.warn(f"commitment peer {ae} is a host name: allow its address with an IP peer")
+                continue
+            aws.vpc.SecurityGroupEgressRule(
+                f"{name}-commitment-{ae.lower().replace(' ', '-')}",
+                security_group_id=group.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                cidr_ipv4=target,
+                description=f"Storage Commitment reports to {ae}",
+                opts=rule_opts,
+            )
         for label, target in https:
             aws.vpc.SecurityGroupEgressRule(
                 f"{name}-https-{label}",

@@ -61,6 +61,7 @@ DEPLOY_TIME_KEYS: dict[str, str] = {
     "scpTaskId": "the Pulumi program leaves it empty, so the SCP records its task's hostname",
     "scpBindAddress": "the Pulumi program sets 0.0.0.0, so the NLB reaches the task's IP",
     "scpJournalDir": "the Pulumi program sets the EFS mount /mnt/dicom-journal with scpJournal=efs",
+    "scpCommitmentTable": "the Pulumi program sets the job table when scpCommitmentPeers is set",
 }
 
 # SCP settings that also shape the load balancer.
@@ -391,13 +392,14 @@ def from_flat(values: Mapping[str, Any], stack: str, source: str = "stack config
 JOURNAL_MOUNT = "/mnt/dicom-journal"  # where the task mounts the EFS journal (scpJournal=efs)
 
 
-def deployed_scp_settings(scp: ScpSettings, dicom_bucket: str) -> ScpSettings:
+def deployed_scp_settings(scp: ScpSettings, dicom_bucket: str, commitment_table: str = "") -> ScpSettings:
     """The SCP settings a deployed task runs with: the stack's, plus the deploy-time values."""
     deploy_time = {
         "storage_uri": f"s3://{dicom_bucket}",
         "task_id": "",
         "bind_address": "0.0.0.0",
         "journal_dir": JOURNAL_MOUNT if scp.journal == "efs" else None,
+        "commitment_table": commitment_table,
     }
     return ScpSettings.model_validate({**scp.model_dump(), **deploy_time})
 

@@ -935,7 +935,7 @@ def test_deploy_time_keys_are_the_fields_the_program_sets():
     from core.scp_settings import ScpSettings
 
     stack = ScpSettings(storage_uri="file:///x", task_id="me", bind_address="127.0.0.1")
-    deployed = deployed_scp_settings(stack, "bucket-1")
+    deployed = deployed_scp_settings(stack, "bucket-1", commitment_table="jobs")
     changed = {f for f in ScpSettings.model_fields if getattr(stack, f) != getattr(deployed, f)}
     assert {flat_keys()[k][1] for k in DEPLOY_TIME_KEYS} == changed
 
@@ -1218,3 +1218,30 @@ def test_a_public_stack_must_say_so(dev_config, package):
     assert graph.one("aws:lb/loadBalancer:LoadBalancer").inputs["internal"] is False
     assert policies.open_ingress(graph, public=False) == ["dicom-lb-dicom-from-0: ingress from 0.0.0.0/0"]
     assert policies.open_ingress(graph, public=True) == []
+
+
+def test_commitment_peers_get_the_job_table_an_egress_rule_and_a_dynamodb_endpoint(package):
+    config = from_flat({**EXISTING_VPC, "scpCommitmentPeers": "CT-1=10.20.30.40:104"}, stack="hospital")
+    graph = _run(config, package)
+    environment = {e["name"]: e["value"] for e in _container(graph)["environment"]}
+    assert environment["SCP_COMMITMENT_TABLE"] == graph.one("aws:dynamodb/table:Table").outputs["name"]
+    assert environment["SCP_COMMITMENT_PEERS"] == "CT-1=10.20.30.40:104"
+    egress = [r.inputs for r in graph.of_type("aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule")]
+    assert {"cidrIpv4": "10.20.30.40/32", "fromPort": 104, "toPort": 104} in [
+        {k: e.get(k) for k in ("cidrIpv4", "fromPort", "toPort")} for e in egress
+    ]
+    endpoints = [r.inputs["serviceName"] for r in graph.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")]
+    assert any(str(name).endswith(".dynamodb") for name in endpoints)
+    sids = {
+        s["Sid"]
+        for r in graph.of_type("aws:iam/rolePolicy:RolePolicy")
+        for s in r.json("policy")["Statement"]
+    }
+    assert {"CommitmentItems", "CommitmentQueue"} <= sids
+    alarms = {r.name for r in graph.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert any(name.endswith("scp-commitment-undelivered") for name in alarms)
+
+
+def test_no_commitment_without_peers(dev):
+    environment = {e["name"]: e["value"] for e in _container(dev)["environment"]}
+    assert environment.get("SCP_COMMITMENT_TABLE", "") == ""
