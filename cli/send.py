@@ -189,6 +189,33 @@ def send(
     retries: Annotated[
         int, typer.Option(min=0, max=10, help="Retries of an instance refused with 0xA7xx.")
     ] = 3,
+    commit: Annotated[
+        bool,
+        typer.Option(
+            "--commit",
+            help="Then ask for Storage Commitment of what was stored, wait for the report and print "
+            "committed/failed per instance (exit 1 if any failed).",
+        ),
+    ] = False,
+    commit_aet: Annotated[
+        str | None,
+        typer.Option(
+            help="AE title of the report listener (default: --calling-aet).", envvar="DICOMCTL_COMMIT_AET"
+        ),
+    ] = None,
+    commit_port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Port the report listener binds (the gateway's scpCommitmentPeers entry for the calling "
+            "AE must point here).",
+            envvar="DICOMCTL_COMMIT_PORT",
+        ),
+    ] = 11113,
+    commit_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the commitment report.")
+    ] = 900.0,
     json_output: JsonOption = False,
 ) -> None:
     """Send DICOM files, directories or synthetic studies (C-STORE); exit 1 if anything was not stored."""
@@ -204,9 +231,73 @@ def send(
             paths = [Path(tmp)]
             generate(Path(tmp), synthetic.value, studies, instances, transfer_syntax.value)
         report = transmit(app, list(paths or []), target, associations, retries, processes)
+        committed = None
+        if commit and report.stored:
+            stored, _ = scan([r.path for r in report.stored])
+            references = [(f.sop_class_uid, f.sop_instance_uid) for f in stored]
+            committed = ask_commitment(app, target, references, commit_aet, commit_port, commit_timeout)
+    document = report_document(report, target)
+    if committed is not None:
+        document["commitment"] = commitment_document(committed)
     if app.json:
-        app.print_json(report_document(report, target))
+        app.print_json(document)
     else:
         print_report(app, report, target)
+        if committed is not None:
+            print_commitment(app, committed)
     if report.failed:
         raise OperationFailed(f"{len(report.failed)} of {len(report.results)} instances were not stored")
+    if committed is not None and committed.failed:
+        raise OperationFailed(f"{len(committed.failed)} instances were not committed")
+
+
+def ask_commitment(
+    app: AppContext,
+    target: Peer,
+    references: list[tuple[str, str]],
+    aet: str | None,
+    port: int,
+    timeout: float,
+) -> Any:
+    from cli.commitment import CommitmentFailed, request_commitment
+
+    app.err.print(f"asking for commitment of {len(references)} instances; report listener on port {port}")
+    try:
+        return request_commitment(
+            target, references, listen_aet=aet or target.calling_aet, listen_port=port, timeout=timeout
+        )
+    except CommitmentFailed as exc:
+        raise OperationFailed(
+            str(exc), fix="check the gateway's scpCommitmentPeers has CALLING_AE=this-host:--commit-port"
+        ) from None
+    except OSError as exc:
+        raise OperationFailed(
+            f"report listener on port {port}: {exc}", fix="choose another --commit-port"
+        ) from None
+
+
+def commitment_document(committed: Any) -> dict[str, Any]:
+    from cli.commitment import FAILURE_REASONS
+
+    return {
+        "transactionUid": committed.transaction_uid,
+        "eventType": committed.event_type,
+        "via": committed.via,
+        "committed": committed.committed,
+        "failed": [
+            {"sopInstanceUid": uid, "reason": f"0x{code:04X}", "meaning": FAILURE_REASONS.get(code, "")}
+            for uid, code in sorted(committed.failed.items())
+        ],
+    }
+
+
+def print_commitment(app: AppContext, committed: Any) -> None:
+    document = commitment_document(committed)
+    table = Table(title=f"Storage Commitment {committed.transaction_uid} ({committed.via})", show_header=True)
+    for column in ("SOP Instance UID", "Result"):
+        table.add_column(column, overflow="fold")
+    for uid in committed.committed:
+        table.add_row(uid, "[green]committed[/]")
+    for failed in document["failed"]:
+        table.add_row(failed["sopInstanceUid"], f"[red]failed {failed['reason']} {failed['meaning']}[/]")
+    app.console.print(table)

@@ -236,6 +236,87 @@ def watch_until(fetch: Callable[[], Any], show: Callable[[Any], None], interval:
         time.sleep(interval)
 
 
+def fetch_commitments(ddb: Any, table: str, transaction_uid: str | None, limit: int) -> Any:
+    """Storage Commitment transactions by state (GSI queries), or one with its attempts and failures."""
+    from core.commitment import TRANSACTION_STATES, CommitmentTable
+
+    commitments = CommitmentTable(ddb, table)
+    if transaction_uid:
+        item = commitments.get(transaction_uid)
+        if item is None:
+            raise OperationFailed(
+                f"no commitment transaction {transaction_uid!r} in table {table}",
+                fix="list them with `dicomctl status --commitments`",
+            )
+        return commitment_record(item, detail=True)
+    found = [
+        commitment_record(i) for state in TRANSACTION_STATES for i in commitments.by_state(state, limit=limit)
+    ]
+    return sorted(found, key=lambda r: r["requestedAt"], reverse=True)[:limit]
+
+
+def commitment_record(item: dict[str, Any], detail: bool = False) -> dict[str, Any]:
+    result = json.loads(item.get("result") or "{}")
+    record = {
+        "transactionUid": item.get("transactionUid", ""),
+        "state": item.get("commitmentState", ""),
+        "callingAeTitle": item.get("requestedBy", ""),
+        "instances": item.get("referenceCount", 0),
+        "committed": result.get("committed"),
+        "failed": len(result.get("failed", [])) if result else None,
+        "attempts": len(item.get("attempts", [])),
+        "requestedAt": item.get("requestedAt", ""),
+        "deadlineAt": item.get("deadlineAt", ""),
+        "completedAt": item.get("completedAt", ""),
+    }
+    if detail:
+        record["failures"] = result.get("failed", [])
+        record["attemptLog"] = [json.loads(a) for a in item.get("attempts", [])]
+    return record
+
+
+def commitments_view(data: Any) -> Any:
+    if isinstance(data, dict):
+        head = Table(show_header=False, title=f"Commitment {data['transactionUid']}")
+        for key in (
+            "state",
+            "callingAeTitle",
+            "instances",
+            "committed",
+            "requestedAt",
+            "deadlineAt",
+            "completedAt",
+        ):
+            head.add_row(key, str(data.get(key) if data.get(key) is not None else "-"))
+        failures = Table(title="Failed instances", box=box.SIMPLE_HEAD)
+        for column in ("SOP Instance UID", "Reason", "Detail"):
+            failures.add_column(column, overflow="fold")
+        for f in data["failures"]:
+            failures.add_row(f["sopInstanceUid"], f["reason"], f["detail"])
+        attempts = Table(title="Delivery attempts", box=box.SIMPLE_HEAD)
+        for column in ("#", "At", "Via", "Error"):
+            attempts.add_column(column, overflow="fold")
+        for a in data["attemptLog"]:
+            attempts.add_row(str(a.get("attempt")), a.get("at", ""), a.get("via", ""), a.get("error", "-"))
+        return Group(head, failures, attempts)
+    table = Table(title=f"Commitment transactions ({len(data)})", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("Transaction UID", "State", "Calling AE", "Committed", "Failed", "Attempts", "Requested"):
+        table.add_column(column, no_wrap=column != "Transaction UID", overflow="fold")
+    for r in data:
+        state = r["state"]
+        style = {"COMMITTED": "green", "FAILED": "yellow", "UNDELIVERED": "red"}.get(state, "cyan")
+        table.add_row(
+            r["transactionUid"],
+            f"[{style}]{state}[/]",
+            r["callingAeTitle"],
+            f"{r['committed'] if r['committed'] is not None else '-'}/{r['instances']}",
+            str(r["failed"] if r["failed"] is not None else "-"),
+            str(r["attempts"]),
+            r["requestedAt"],
+        )
+    return table
+
+
 def status(
     ctx: typer.Context,
     job_id: Annotated[str | None, typer.Argument(help="One job (batch id): its timeline.")] = None,
@@ -256,6 +337,14 @@ def status(
         ),
     ] = False,
     interval: Annotated[float, typer.Option(min=0.2, help="Seconds between refreshes with --watch.")] = 2.0,
+    commitments: Annotated[
+        bool,
+        typer.Option(
+            "--commitments",
+            help="Storage Commitment transactions and their state instead of jobs; with an argument, "
+            "that Transaction UID's failures and delivery attempts.",
+        ),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Show import jobs from the job table, or one job's timeline with image set ids and failures."""
@@ -268,12 +357,16 @@ def status(
     ddb = app.client("dynamodb")
 
     def fetch() -> Any:
+        if commitments:
+            return fetch_commitments(ddb, table_name, job_id, limit)
         if job_id:
             return fetch_job(ddb, table_name, job_id)
         return fetch_jobs(ddb, table_name, status_filter, study, calling_aet, since_iso, limit)
 
     def render_view(data: Any) -> Any:
         console = app.console
+        if commitments:
+            return commitments_view(data)
         return job_view(console, data) if job_id else jobs_table(console, data)
 
     as_json = app.wants_json(json_output)

@@ -7,19 +7,22 @@ association it kept open.
 
 from __future__ import annotations
 
+import json
 import queue
 import socket
-import time
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from pynetdicom import AE, build_role, evt
-from pynetdicom.sop_class import StorageCommitmentPushModel
+from typer.testing import CliRunner
 
-from core.commitment import STORAGE_COMMITMENT_INSTANCE, CommitmentTable
+from cli.commitment import CommitmentReport, ReportListener, action_information, send_action
+from cli.main import app
+from cli.sender import scan
+from cli.store_client import Peer
+from core.commitment import CommitmentTable
 from core.config import from_flat
 from local.stack import LocalStack
 from tests.e2e.conftest import storescu, wait_for
@@ -63,29 +66,18 @@ class Modality:
     """The modality's report listener (SCU of Storage Commitment, accepting the gateway as SCP)."""
 
     def __init__(self, port: int = LISTEN_PORT):
+        self.listener = ReportListener()
         self.port = port
-        self.reports: queue.Queue = queue.Queue()
-        self.server = None
-
-    def _on_report(self, event):
-        self.reports.put((event.event_type, event.event_information, event.assoc.mode))
-        return 0x0000, None
 
     def start(self) -> Modality:
-        ae = AE(ae_title=MODALITY)
-        ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
-        self.server = ae.start_server(
-            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, self._on_report)]
-        )
+        self.listener.listen(MODALITY, self.port, host="127.0.0.1")
         return self
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server = None
+        self.listener.close()
 
-    def report(self, timeout: float = REPORT_WAIT):
-        return self.reports.get(timeout=timeout)
+    def report(self, timeout: float = REPORT_WAIT) -> CommitmentReport:
+        return self.listener.reports.get(timeout=timeout)
 
 
 @pytest.fixture
@@ -96,47 +88,27 @@ def modality():
 
 
 def references(files: list[Path]) -> list[tuple[str, str]]:
-    out = []
-    for f in files:
-        ds = dcmread(f, stop_before_pixels=True)
-        out.append((str(ds.SOPClassUID), str(ds.SOPInstanceUID)))
-    return out
+    found, _ = scan(files)
+    return [(f.sop_class_uid, f.sop_instance_uid) for f in found]
 
 
-def action_information(transaction_uid: str, refs: list[tuple[str, str]]) -> Dataset:
-    ds = Dataset()
-    ds.TransactionUID = transaction_uid
-    items = []
-    for sop_class, sop_instance in refs:
-        item = Dataset()
-        item.ReferencedSOPClassUID = sop_class
-        item.ReferencedSOPInstanceUID = sop_instance
-        items.append(item)
-    ds.ReferencedSOPSequence = items
-    return ds
+def gateway(stack: LocalStack, calling_ae: str = MODALITY) -> Peer:
+    return Peer("127.0.0.1", stack.outputs["dicomPort"], stack.outputs["aeTitle"], calling_ae)
 
 
-def request(stack: LocalStack, info: Dataset | None, calling_ae: str = MODALITY, *, keep=None, action_type=1):
-    """One N-ACTION-RQ; returns its status Dataset. ``keep``: a callable run with the association open."""
-    ae = AE(ae_title=calling_ae)
-    ae.add_requested_context(StorageCommitmentPushModel)
-    handlers = []
-    if keep is not None:
-        handlers = [(evt.EVT_N_EVENT_REPORT, keep.on_report)]
-    assoc = ae.associate(
-        "127.0.0.1",
-        stack.outputs["dicomPort"],
-        ae_title=stack.outputs["aeTitle"],
-        ext_neg=[build_role(StorageCommitmentPushModel, scu_role=True, scp_role=True)],
-        evt_handlers=handlers,
-    )
-    assert assoc.is_established
+def request(
+    stack: LocalStack,
+    info: Dataset,
+    calling_ae: str = MODALITY,
+    *,
+    keep: ReportListener | None = None,
+    action_type=1,
+):
+    """One N-ACTION-RQ on its own association; its status. ``keep``: wait there for the report."""
+    status, assoc = send_action(gateway(stack, calling_ae), info, keep or ReportListener(), action_type)
     try:
-        status, _ = assoc.send_n_action(
-            info, action_type, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE
-        )
         if keep is not None:
-            keep.wait()
+            keep.got = keep.reports.get(timeout=REPORT_WAIT)
     finally:
         assoc.release()
     return status
@@ -146,25 +118,16 @@ def transaction(stack: LocalStack, uid: str) -> dict:
     return CommitmentTable(stack.client("dynamodb"), stack.outputs["jobTable"]).get(uid)
 
 
-def failed_reasons(info: Dataset) -> dict[str, int]:
-    return {i.ReferencedSOPInstanceUID: i.FailureReason for i in info.get("FailedSOPSequence", [])}
-
-
-def committed_uids(info: Dataset) -> set[str]:
-    return {i.ReferencedSOPInstanceUID for i in info.get("ReferencedSOPSequence", [])}
-
-
 def test_all_committed_only_after_the_import(stack, modality, make_study):
     files = make_study(3)
     storescu(stack, files, calling_ae=MODALITY)
     refs = references(files)
     tx = generate_uid()
     assert request(stack, action_information(tx, refs)).Status == 0x0000
-    event_type, info, _ = modality.report()
-    assert event_type == 1
-    assert info.TransactionUID == tx
-    assert committed_uids(info) == {uid for _, uid in refs}
-    assert "FailedSOPSequence" not in info
+    report = modality.report()
+    assert (report.event_type, report.transaction_uid, report.via) == (1, tx, "new association")
+    assert set(report.committed) == {uid for _, uid in refs}
+    assert report.failed == {}
     # committed means in HealthImaging: each instance's index item has its image set id
     index = CommitmentTable(stack.client("dynamodb"), stack.outputs["jobTable"]).instances(u for _, u in refs)
     assert all(index[u]["outcome"] == "COMMITTED" and index[u]["imageSetId"] for _, u in refs)
@@ -182,10 +145,10 @@ def test_never_sent_and_wrong_class_and_duplicate(stack, modality, make_study):
     info = action_information(tx, [refs[0], conflict, (refs[0][0], missing)])
     assert request(stack, info).Status == 0x0000
     assert request(stack, info).Status == 0x0000  # the same transaction again
-    event_type, report, _ = modality.report()
-    assert event_type == 2
-    assert committed_uids(report) == {refs[0][1]}
-    assert failed_reasons(report) == {refs[1][1]: 0x0119, missing: 0x0112}
+    report = modality.report()
+    assert report.event_type == 2
+    assert report.committed == [refs[0][1]]
+    assert report.failed == {refs[1][1]: 0x0119, missing: 0x0112}
     with pytest.raises(queue.Empty):
         modality.report(timeout=2)  # one report per transaction
 
@@ -199,34 +162,22 @@ def test_quarantined_instance_fails_with_processing_failure(stack, modality, mak
     refs = references(files)
     tx = generate_uid()
     assert request(stack, action_information(tx, refs)).Status == 0x0000
-    event_type, report, _ = modality.report()
-    assert event_type == 2
-    assert failed_reasons(report) == {refs[0][1]: 0x0110}
-    assert committed_uids(report) == {refs[1][1]}
+    report = modality.report()
+    assert report.event_type == 2
+    assert report.failed == {refs[0][1]: 0x0110}
+    assert report.committed == [refs[1][1]]
     failed = transaction(stack, tx)["result"]
     assert "StudyDescription" in failed or "validation" in failed
-
-
-class KeepOpen:
-    def __init__(self):
-        self.reports: queue.Queue = queue.Queue()
-
-    def on_report(self, event):
-        self.reports.put((event.event_type, event.event_information))
-        return 0x0000, None
-
-    def wait(self):
-        self.got = self.reports.get(timeout=REPORT_WAIT)
 
 
 def test_report_on_the_same_association(stack, modality, make_study):
     files = make_study(1)
     storescu(stack, files, calling_ae=MODALITY)
     tx = generate_uid()
-    keep = KeepOpen()
+    keep = ReportListener()
     assert request(stack, action_information(tx, references(files)), keep=keep).Status == 0x0000
-    assert keep.got[0] == 1 and keep.got[1].TransactionUID == tx
-    assert modality.reports.empty()
+    assert keep.got.event_type == 1 and keep.got.transaction_uid == tx and keep.got.via == "same association"
+    assert modality.listener.reports.empty()
     assert '"via": "same-association"' in transaction(stack, tx)["attempts"][0]
 
 
@@ -239,10 +190,10 @@ def test_listener_down_then_up_and_gateway_restarted(stack, make_study):
     stack.restart_scp()  # the transaction is durable: the new SCP's reporter carries on
     listener = Modality().start()
     try:
-        event_type, info, _ = listener.report()
+        report = listener.report()
     finally:
         listener.stop()
-    assert event_type == 1 and info.TransactionUID == tx
+    assert report.event_type == 1 and report.transaction_uid == tx
     attempts = transaction(stack, tx)["attempts"]
     assert len(attempts) >= 3 and "error" in attempts[0] and "error" not in attempts[-1]
 
@@ -257,4 +208,44 @@ def test_refusals(stack):
     bad = action_information("1.2.x", refs)
     assert request(stack, bad).Status == 0x0106
     assert request(stack, action_information(generate_uid(), refs), action_type=2).Status == 0x0123
-    time.sleep(0)  # nothing was recorded for any of them
+
+
+def test_dicomctl_send_commit_and_status(stack, make_study, tmp_path):
+    files = make_study(2)
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(stack.outputs))
+    runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+    sent = runner.invoke(
+        app,
+        [
+            "send",
+            *map(str, files),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(stack.outputs["dicomPort"]),
+            "--called-aet",
+            stack.outputs["aeTitle"],
+            "--calling-aet",
+            MODALITY,
+            "--commit",
+            "--commit-port",
+            str(LISTEN_PORT),
+            "--commit-timeout",
+            "40",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert sent.exit_code == 0, sent.output
+    document = json.loads(sent.stdout)
+    commitment = document["commitment"]
+    assert commitment["eventType"] == 1 and len(commitment["committed"]) == 2
+    listed = runner.invoke(app, ["--outputs", str(outputs), "status", "--commitments", "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = {r["transactionUid"]: r for r in json.loads(listed.stdout)}
+    assert rows[commitment["transactionUid"]]["state"] == "COMMITTED"
+    one = runner.invoke(
+        app, ["--outputs", str(outputs), "status", "--commitments", commitment["transactionUid"], "--json"]
+    )
+    assert json.loads(one.stdout)["attemptLog"][0]["via"] == "same-association"
