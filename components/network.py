@@ -75,36 +75,31 @@ class Network(pulumi.ComponentResource):
             self.vpc_cidr = pulumi.Output.from_input(settings.vpc_cidr)
 
         s3_service = pulumi.Output.concat("com.amazonaws.", args.region, ".s3")
-        self.s3_endpoint = None
-        if settings.s3_gateway_endpoint:
-            route_tables = aws.ec2.get_route_tables_output(
-                vpc_id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
-            )
-            self.s3_endpoint = aws.ec2.VpcEndpoint(
-                f"{name}-s3",
+        route_tables = aws.ec2.get_route_tables_output(
+            vpc_id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+
+        def gateway_endpoint(service: str) -> aws.ec2.VpcEndpoint:
+            return aws.ec2.VpcEndpoint(
+                f"{name}-{service}",
                 vpc_id=self.vpc_id,
-                service_name=s3_service,
+                service_name=pulumi.Output.concat("com.amazonaws.", args.region, f".{service}"),
                 vpc_endpoint_type="Gateway",
                 route_table_ids=route_tables.ids,
                 opts=child,
             )
+
+        self.s3_endpoint = None
+        if settings.s3_gateway_endpoint:
+            self.s3_endpoint = gateway_endpoint("s3")
             self.s3_prefix_list_id = self.s3_endpoint.prefix_list_id
         else:  # the VPC's own S3 gateway endpoint: only its prefix list, for the tasks' egress rule
             self.s3_prefix_list_id = aws.ec2.get_prefix_list_output(
                 name=s3_service, opts=pulumi.InvokeOutputOptions(parent=self)
             ).id
         self.dynamodb_prefix_list_id: pulumi.Output[str] | None = None
-        if args.dynamodb_endpoint:
-            self.dynamodb_endpoint = aws.ec2.VpcEndpoint(
-                f"{name}-dynamodb",
-                vpc_id=self.vpc_id,
-                service_name=pulumi.Output.concat("com.amazonaws.", args.region, ".dynamodb"),
-                vpc_endpoint_type="Gateway",
-                route_table_ids=aws.ec2.get_route_tables_output(
-                    vpc_id=self.vpc_id, opts=pulumi.InvokeOutputOptions(parent=self)
-                ).ids,
-                opts=child,
-            )
+        if args.dynamodb_endpoint:  # the SCP tasks' Storage Commitment reporter uses the job table
+            self.dynamodb_endpoint = gateway_endpoint("dynamodb")
             self.dynamodb_prefix_list_id = self.dynamodb_endpoint.prefix_list_id
 
         self.endpoint_security_group = None

@@ -22,7 +22,6 @@ sequence or an item without its UIDs); 0x0106 invalid attribute value (a UID tha
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,6 +47,8 @@ from core.commitment import (
     resolve,
 )
 from core.scp_settings import ScpSettings, parse_peers
+from scp.store import HeaderError
+from scp.store import _uid as checked_uid
 
 log = logging.getLogger("scp.commitment")
 
@@ -62,8 +63,6 @@ ERROR_COMMENT_LENGTH = 64
 LEASE_SECONDS = 60.0
 MAX_RETRY_SECONDS = 300.0
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-
 
 class Refused(Exception):
     def __init__(self, status: int, comment: str):
@@ -72,12 +71,12 @@ class Refused(Exception):
 
 
 def _uid(value: Any, what: str) -> str:
-    text = str(value or "").strip(" \x00")
-    if not text:
-        raise Refused(MISSING_ATTRIBUTE_VALUE, f"{what} is empty")
-    if len(text) > 64 or not _UID.match(text):
-        raise Refused(INVALID_ATTRIBUTE_VALUE, f"{what} is not a valid UID")
-    return text
+    """The C-STORE path's UID check, with N-ACTION's statuses."""
+    try:
+        return checked_uid(value, what)
+    except HeaderError as exc:
+        status = MISSING_ATTRIBUTE_VALUE if str(exc).endswith("missing") else INVALID_ATTRIBUTE_VALUE
+        raise Refused(status, str(exc)) from None
 
 
 def parse_action(

@@ -23,16 +23,20 @@ from local.stack import LocalStack
 DEADLINE_SECONDS = 40
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    config = from_flat({}, stack="e2e")
-    with LocalStack(
-        config,
+def local_stack(tmp_path_factory, values: dict[str, Any] | None = None) -> LocalStack:
+    """The e2e local stack (fast polling and imports) from flat stack-config ``values``."""
+    return LocalStack(
+        from_flat(values or {}, stack="e2e"),
         scp_port=0,
         poll_seconds=1,
         ahi_job_seconds=0.2,
         data_dir=tmp_path_factory.mktemp("local-stack"),
-    ) as running:
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with local_stack(tmp_path_factory) as running:
         yield running
 
 

@@ -23,9 +23,8 @@ from cli.main import app
 from cli.sender import scan
 from cli.store_client import Peer
 from core.commitment import CommitmentTable
-from core.config import from_flat
 from local.stack import LocalStack
-from tests.e2e.conftest import storescu, wait_for
+from tests.e2e.conftest import local_stack, storescu, wait_for
 
 MODALITY = "MODALITY-A"
 REPORT_WAIT = 30
@@ -42,23 +41,14 @@ LISTEN_PORT = _free_port()
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    config = from_flat(
-        {
-            "scpCommitmentPeers": f"{MODALITY}=127.0.0.1:{LISTEN_PORT}",
-            "scpCommitmentPollSeconds": 0.2,
-            "scpCommitmentRetrySeconds": 0.5,
-            "scpCommitmentUnknownSeconds": 3,
-            "scpCommitmentDeadlineSeconds": 40,
-        },
-        stack="e2e",
-    )
-    with LocalStack(
-        config,
-        scp_port=0,
-        poll_seconds=1,
-        ahi_job_seconds=0.2,
-        data_dir=tmp_path_factory.mktemp("local-stack"),
-    ) as running:
+    values = {
+        "scpCommitmentPeers": f"{MODALITY}=127.0.0.1:{LISTEN_PORT}",
+        "scpCommitmentPollSeconds": 0.2,
+        "scpCommitmentRetrySeconds": 0.5,
+        "scpCommitmentUnknownSeconds": 3,
+        "scpCommitmentDeadlineSeconds": 40,
+    }
+    with local_stack(tmp_path_factory, values) as running:
         yield running
 
 
