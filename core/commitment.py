@@ -376,6 +376,10 @@ class CommitmentTable:
         return sorted(response["Attributes"].get("transactions", {}).get("SS", []))
 
     def instances(self, sop_instance_uids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The index items of these instances that were received (have an outcome)."""
+        return {uid: item for uid, item in self.items(sop_instance_uids).items() if item.get("outcome")}
+
+    def items(self, sop_instance_uids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The index items of these instances that exist (BatchGetItem, 100 keys a call)."""
         uids = sorted(set(sop_instance_uids))
         found: dict[str, dict[str, Any]] = {}
@@ -389,7 +393,7 @@ class CommitmentTable:
                     plain = _plain(item)
                     found[plain[TABLE_PARTITION_KEY].removeprefix(INSTANCE_PREFIX)] = plain
                 keys = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-        return {uid: item for uid, item in found.items() if item.get("outcome")}
+        return found
 
 
 def references_of(item: dict[str, Any]) -> list[Reference]:

@@ -132,9 +132,12 @@ def record_commitment_outcomes(
     """
     if commitments is None:
         return set()
+    # Only instances in the index: the SCP indexes each sealed batch when commitment is on, and a
+    # commitment request links the instances it names. Without commitment this is reads only.
+    indexed = commitments.items(i.sop_instance_uid for i in manifest.instances)
     failed = {f["key"]: f for f in failures}
     due: set[str] = set()
-    for instance in manifest.instances:
+    for instance in (i for i in manifest.instances if i.sop_instance_uid in indexed):
         failure = failed.get(instance.key)
         image_set = "" if failure else image_sets.get(instance.key, "")
         due.update(

@@ -240,6 +240,9 @@ class Reporter:
     def tick(self) -> int:
         """Work on every due transaction this task can claim; returns how many were looked at."""
         table = self.service.table
+        with self.service.lock:  # forget requesting associations that have ended
+            for tx in [t for t, a in self.service.open_associations.items() if not a.is_established]:
+                del self.service.open_associations[tx]
         due = table.by_state("OPEN", until=self.clock())
         worked = 0
         for item in due:
@@ -294,6 +297,8 @@ class Reporter:
         retry_at = self.clock() + timedelta(seconds=delay)
         if retry_at > parse_iso(item["deliverBy"]):
             table.finish(tx, owner, UNDELIVERED, result, attempt)
+            with self.service.lock:
+                self.service.open_associations.pop(tx, None)
             log.error("commitment report undelivered", extra={"fields": {**fields, "error": error}})
             self.on_undelivered()
             return
