@@ -25,6 +25,7 @@ LOCAL_OVERRIDES = {
     "scpHealthPort",
     "scpSpoolDir",
     "scpJournalDir",
+    "scpCommitmentTable",
     "scpTlsEnabled",
     "scpPlainEnabled",
     "scpWorkers",

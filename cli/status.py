@@ -16,9 +16,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
+from rich.table import Table
 
 from cli import render
 from cli.context import AppContext, JsonOption
