@@ -25,7 +25,7 @@ from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from scp.access import AccessPolicy, association_limit, peer_limit
 from scp.admission import Admission, hand_over
-from scp.fast_transport import SpoolingDIMSE, accelerate
+from scp.association_loop import use_loop
 from scp.keepalive import KeepAlive, enable_keepalive
 from scp.metrics import Metrics
 from scp.sessions import Sessions
@@ -88,7 +88,7 @@ class GatewayRequestHandler(RequestHandler):
             except OSError:  # the peer already went away
                 return
             assoc = self._create_association()
-            accelerate(assoc)  # event-driven receive path (scp/fast_transport.py)
+            use_loop(assoc)  # after negotiation: scp/association_loop.py
             guard(assoc)
             hand_over(assoc, request)
             sessions = self.server.sessions
@@ -103,12 +103,10 @@ class GatewayRequestHandler(RequestHandler):
 
 
 def _discard_partial_spool(assoc: Any) -> None:
-    """A C-STORE cut off mid-transfer leaves its spool file behind: remove it."""
-    dimse = getattr(assoc, "dimse", None)
-    if isinstance(dimse, SpoolingDIMSE):
-        dimse.discard_partial_spool()
-        return
-    message = getattr(dimse, "message", None)  # pynetdicom's own spooling (stock receive path)
+    """A C-STORE cut off mid-transfer on the stock receive path leaves its spool file behind: remove it.
+
+    (The association loop removes its own.)"""
+    message = getattr(getattr(assoc, "dimse", None), "message", None)
     spool = getattr(message, "_data_set_file", None)
     if spool is not None:
         try:

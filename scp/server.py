@@ -6,9 +6,9 @@
 
 The pynetdicom AE is configured from ScpSettings; handler dependencies are bound through
 ``evt_handlers`` argument lists. Every received dataset is spooled to a file as it arrives (memory
-stays flat whatever the object size) and stored from there without decoding: by
-``scp/fast_transport.py`` (``scp/spool.py``), or by pynetdicom's ``STORE_RECV_CHUNKED_DATASET``
-on the stock receive path.
+stays flat whatever the object size) and stored from there without decoding: by the association
+loop (``scp/association_loop.py``, ``scp/spool.py``), or by pynetdicom's
+``STORE_RECV_CHUNKED_DATASET`` on the stock receive path.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from core.contracts import SCP_DIMENSIONS
 from core.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
 from core.layout import BatchManifest
 from core.scp_settings import ScpSettings
-from scp import fast_transport
+from scp import association_loop
 from scp.access import AccessPolicy
 from scp.admission import Admission
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
@@ -124,8 +124,8 @@ class StoreScp:
         # Process-wide pynetdicom switches; restored by stop() for in-process users (tests, local stack).
         self._saved_config = (_config.STORE_RECV_CHUNKED_DATASET, _config.LOG_HANDLER_LEVEL)
         # Every received dataset goes to a spool file: memory stays flat whatever the object size.
-        # The event-driven receive path spools itself; pynetdicom's stock path does it when asked.
-        _config.STORE_RECV_CHUNKED_DATASET = not fast_transport.enabled()
+        # The association loop spools itself; pynetdicom's stock path does it when asked.
+        _config.STORE_RECV_CHUNKED_DATASET = not association_loop.enabled()
         _config.LOG_HANDLER_LEVEL = "none"  # the per-PDU debug handlers cost time on every message
         self.storage.prepare()
         if self.journal is not None:

@@ -1,6 +1,6 @@
 """Received datasets on their way to storage: a Part 10 spool file, hashed while it is written.
 
-The receive path (``scp/fast_transport.py``) writes each C-STORE dataset with ``SpoolWriter``:
+The association loop (``scp/association_loop.py``) writes each C-STORE dataset with ``SpoolWriter``:
 the file meta header, then the dataset bytes as they arrive. On the way it computes the SHA-256
 of the whole file, keeps the first ``HEADER_BYTES`` of the dataset and walks its elements for
 completeness (``scp/completeness.py``), so the store handler reads nothing back: the UIDs come

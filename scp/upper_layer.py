@@ -10,6 +10,9 @@
   the DUL thread dies. Such events are dropped and logged.
 - Anything else an association thread raises on bad input is logged and the association aborted,
   instead of the thread dying with a traceback on stderr.
+- Hand-off: once the A-ASSOCIATE-AC is sent (AE-7) on a DUL marked ``hand_off_when_established``,
+  the DUL thread stops before it reads another byte (its loop checks the flag first), and
+  ``scp/association_loop.py`` serves the association on the socket.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ log = logging.getLogger("scp.upper_layer")
 
 ABORTS_WE_SEND = frozenset({"AA-1", "AA-8"})  # both lead to Sta13, awaiting the transport's close
 ARTIM_EXPIRED = "Evt18"
+ACCEPT_SENT = "AE-7"
 
 
 class GuardedStateMachine(StateMachine):
@@ -38,6 +42,8 @@ class GuardedStateMachine(StateMachine):
         super().do_action(event)
         if action in ABORTS_WE_SEND and self.current_state == "Sta13":
             super().do_action(ARTIM_EXPIRED)
+        elif action == ACCEPT_SENT and getattr(self.dul, "hand_off_when_established", False):
+            self.dul._kill_thread = True
 
 
 def guard(assoc: Any) -> None:

@@ -12,7 +12,7 @@ from core.scp_settings import ScpSettings
 from scp.keepalive import KeepAlive, enable_keepalive
 from scp.server import StoreScp
 from tests.scp.harness import associate, wait_for
-from tests.scp.test_fast_transport import _settings  # an in-process SCP on free ports
+from tests.scp.test_association_loop import _settings  # an in-process SCP on free ports
 
 VERIFICATION = "1.2.840.10008.1.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

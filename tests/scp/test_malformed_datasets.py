@@ -16,10 +16,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRBigEndian, generate_uid
 
 from scp.spool import file_meta
-from tests.scp.dicom_factory import write_instance
+from tests.scp.dicom_factory import _dataset_offset, write_instance
 from tests.scp.harness import REPO, store_results
 from tests.scp.manifests import wait_file_manifests
-from tests.scp.test_fast_transport import _dataset_offset
 
 SEED = int(os.environ.get("MALFORMED_SEED", "20261201"))
 DICOMCTL = str(Path(sys.executable).with_name("dicomctl"))
