@@ -1,5 +1,5 @@
 """DICOM upper-layer wire helpers shared by both ends of our DIMSE traffic: the SCP's receive path
-(scp/fast_transport.py) and the sender (cli/store_client.py).
+(scp/association_loop.py) and the sender (cli/store_client.py).
 
 Command sets are encoded Implicit VR Little Endian, group 0000, led by their group length
 (PS3.7 6.3.1); UIDs are padded with one NUL to an even length (PS3.5 9.1). A P-DATA-TF PDU

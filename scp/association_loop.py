@@ -50,7 +50,7 @@ UNLIMITED_PDU_CEILING = 256 * 1024 * 1024  # SCP_MAX_PDU=0 (unlimited) still has
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 _A_RELEASE_RQ, _A_RELEASE_RP, _A_ABORT = 0x05, 0x06, 0x07
 _RELEASE_RP = struct.pack(">BBLL", _A_RELEASE_RP, 0, 4, 0)
-_PDV_HEADER = struct.Struct(">LBB")  # item length, context id, message control header
+_PDV_HEADER = struct.Struct(">LBB")  # item length, context id, message control header (our replies)
 _US = struct.Struct("<H")
 UNRECOGNIZED_OPERATION = 0x0211
 # Command elements (group 0000) read from requests and written to responses (PS3.7 E.1)
@@ -282,23 +282,17 @@ class AssociationLoop:
         return view[start:end]
 
     def _presentation_data(self, length: int) -> None:
-        view = self.view
-        offset = 0
-        while offset < length:
-            if offset + 6 > length:
-                raise _Abort(INVALID_PDU_PARAMETER, "a PDV item header runs past the PDU")
-            item_length, context_id, control = _PDV_HEADER.unpack_from(view, offset)
-            end = offset + 4 + item_length
-            if item_length < 2 or end > length:
-                raise _Abort(INVALID_PDU_PARAMETER, "a PDV item runs past the PDU")
-            if context_id not in self.contexts:
-                raise _Abort(INVALID_PDU_PARAMETER, f"presentation context {context_id} was not accepted")
-            fragment = view[offset + 6 : end]
-            if control & 1:
-                self._command_fragment(context_id, control, fragment)
-            else:
-                self._dataset_fragment(context_id, control, fragment)
-            offset = end
+        try:
+            for context_id, value in dicom_wire.pdv_items(self.view[:length]):
+                if context_id not in self.contexts:
+                    raise _Abort(INVALID_PDU_PARAMETER, f"presentation context {context_id} was not accepted")
+                control = value[0]
+                if control & 1:
+                    self._command_fragment(context_id, control, value[1:])
+                else:
+                    self._dataset_fragment(context_id, control, value[1:])
+        except ValueError as exc:  # an item that runs past its PDU
+            raise _Abort(INVALID_PDU_PARAMETER, str(exc)) from None
 
     def _command_fragment(self, context_id: int, control: int, fragment: memoryview) -> None:
         if self._pending is not None:

@@ -32,7 +32,7 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import build_context
 
 from tests.scp.certificates import make_pki
-from tests.scp.harness import ScpProcess, wait_for
+from tests.scp.harness import ScpProcess, http_get, wait_for
 
 SEED = int(os.environ.get("MALFORMED_SEED", "20261201"))
 ARTIM = 2.0
@@ -247,7 +247,7 @@ def test_garbage_after_a_valid_association_is_aborted_at_once(gateway, rng):
 
 def test_truncated_pdus_left_idle_do_not_hold_slots(gateway, rng):
     idle = []
-    for _ in range(MAX_PENDING + 8):  # more than may wait: the oldest are dropped
+    for _ in range(MAX_PENDING - 4):
         sock = connect(gateway.port)
         sock.sendall(association_request()[: rng.randrange(1, 60)])
         idle.append(sock)
@@ -259,9 +259,42 @@ def test_truncated_pdus_left_idle_do_not_hold_slots(gateway, rng):
     finally:
         for sock in idle:
             sock.close()
-    assert refusals(gateway, f"more than {MAX_PENDING} connections without an association request")
     assert refusals(gateway, "ARTIM")
     assert_healthy(gateway)
+
+
+def _pending(scp: ScpProcess) -> int:
+    text = http_get(scp.health_port, "/metrics")[1]
+    return int(
+        float(next(line.split()[1] for line in text.splitlines() if line.startswith("dicom_scp_pending_")))
+    )
+
+
+def test_past_the_pending_bound_the_oldest_waiting_connection_is_dropped(tmp_path):
+    """Its own SCP: a long ARTIM, so that only the bound can close a waiting connection."""
+    scp = ScpProcess(
+        {
+            "SCP_STORAGE_URI": f"file://{tmp_path / 'store'}",
+            "SCP_ARTIM_TIMEOUT": "60",
+            "SCP_MAX_PENDING_CONNECTIONS": "4",
+            "SCP_MAX_ASSOCIATIONS": "1",
+        },
+        tmp_path,
+    )
+    try:
+        waiting = []
+        for count in range(1, 5):
+            waiting.append(connect(scp.port))
+            wait_for(lambda count=count: _pending(scp) == count, what=f"{count} pending")
+        newest = connect(scp.port)
+        read_until_closed(waiting[0], within=5)  # the oldest is dropped, the others wait on
+        assert refusals(scp, "dropped: more than 4 connections without an association request")
+        elapsed = echo(scp.port)  # an association still gets the one slot
+        assert elapsed < ECHO_DEADLINE
+        for sock in [*waiting, newest]:
+            sock.close()
+    finally:
+        scp.kill()
 
 
 def test_connect_and_close_bursts(gateway):
