@@ -61,7 +61,12 @@ class ScpSettings(Settings):
         default_factory=list, description="Storage SOP class UIDs accepted (empty = all storage classes)"
     )
     max_associations: int = Field(32, ge=1, le=1000, description="Concurrent associations per process")
-    workers: int = Field(1, ge=1, le=64, description="SCP processes sharing the port (SO_REUSEPORT)")
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="SCP processes sharing the port (SO_REUSEPORT); 0 = one per CPU of the task",
+    )
     acse_timeout: float = Field(30.0, gt=0, description="Seconds to wait for association messages")
     dimse_timeout: float = Field(60.0, gt=0, description="Seconds to wait for DIMSE messages")
     network_timeout: float = Field(60.0, gt=0, description="Idle seconds before an association is aborted")

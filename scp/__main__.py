@@ -6,15 +6,19 @@ starts the SCP, prints ONE readiness line on stdout
 SIGTERM/SIGINT: stop accepting, report not ready, drain, abort the rest, seal, exit 0.
 stdout carries the readiness line and then only CloudWatch EMF lines; logs are JSON on stderr.
 
-With ``SCP_WORKERS`` > 1 this process also starts that many minus one worker processes that bind
-the same ports with SO_REUSEPORT (the kernel spreads connections across them; pynetdicom alone
-does not scale with associations because of the GIL). The first process owns the health port and
-the readiness line; on SIGTERM it stops the workers and itself, each sealing its own batches.
+With ``SCP_WORKERS`` > 1 (default 0: one process per CPU the task may use) this process also
+starts that many minus one worker processes that bind the same ports with SO_REUSEPORT (the
+kernel spreads connections across them; one Python process does not scale with associations
+because of the GIL). The first process owns the health port and the readiness line, and its
+``/metrics`` is the sum over all processes (each worker serves its own on a private port); on
+SIGTERM it stops the workers and itself, each sealing its own batches.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -22,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
+from pathlib import Path
 
 from core.config_base import ConfigError
 from core.scp_settings import ScpSettings
@@ -30,7 +36,9 @@ from scp import logs
 WORKER_ENV = "DICOM_SCP_WORKER"  # worker index, set by the first process for the others
 READY_FD_ENV = "DICOM_SCP_READY_FD"  # pipe a worker writes one line to once it is listening
 WORKER_STOP_GRACE = 15.0  # seconds beyond the drain window before a worker is killed
-SIGNAL_CHECK_SECONDS = 0.2  # how often the main thread wakes to run pending signal handlers
+SIGNAL_CHECK_SECONDS = 0.2
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "<quota> <period>" or "max <period>"
+WORKER_METRICS_TIMEOUT = 2.0  # how often the main thread wakes to run pending signal handlers
 
 log = logging.getLogger("scp.main")
 
@@ -49,10 +57,33 @@ def _prepare_spool(settings: ScpSettings, worker: int) -> None:
     tempfile.tempdir = str(spool)
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: the cgroup's CPU quota (a Fargate task's vCPUs), else its affinity."""
+    try:
+        quota, period = Path(CGROUP_CPU_MAX).read_text().split()
+        if quota != "max":
+            return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return len(os.sched_getaffinity(0))
+
+
+def _worker_metrics(host: str, port: int):
+    def fetch() -> str:
+        with urllib.request.urlopen(
+            f"http://{host}:{port}/metrics", timeout=WORKER_METRICS_TIMEOUT
+        ) as answer:
+            return answer.read().decode()
+
+    return fetch
+
+
 def _start_workers(
     settings: ScpSettings, port: int | None, tls_port: int | None, workers: list[subprocess.Popen]
-) -> None:
-    """Start the other workers on the same ports (into ``workers``); return once each is listening."""
+) -> list[int]:
+    """Start the other workers on the same ports (into ``workers``); return once each is listening,
+    with their health ports."""
+    health_ports = []
     for index in range(1, settings.workers):
         ready_read, ready_write = os.pipe()
         env = dict(
@@ -65,8 +96,11 @@ def _start_workers(
         workers.append(subprocess.Popen([sys.executable, "-m", "scp"], env=env, pass_fds=(ready_write,)))
         os.close(ready_write)
         with os.fdopen(ready_read) as ready:
-            if not ready.readline():  # EOF without a line: the worker failed to start
+            line = ready.readline()
+            if not line:  # EOF without a line: the worker failed to start
                 raise RuntimeError(f"SCP worker {index} exited with {workers[-1].wait()} before listening")
+        health_ports.append(json.loads(line)["healthPort"])
+    return health_ports
 
 
 def _stop_workers(workers: list[subprocess.Popen], timeout: float) -> None:
@@ -110,6 +144,8 @@ def main() -> int:
             print(f"{exc.source}: {problem}", file=sys.stderr)
         return 2
     worker = int(os.environ.get(WORKER_ENV, "0"))
+    if settings.workers == 0:
+        settings = settings.model_copy(update={"workers": available_cpus()})
     logs.configure(settings.log_level)
     _prepare_spool(settings, worker)
 
@@ -125,7 +161,9 @@ def main() -> int:
     workers: list[subprocess.Popen] = []
     if worker == 0:
         try:
-            _start_workers(settings, scp.port, scp.tls_port, workers)
+            host = "127.0.0.1" if settings.bind_address in ("0.0.0.0", "::", "") else settings.bind_address
+            for health_port in _start_workers(settings, scp.port, scp.tls_port, workers):
+                scp.add_metrics_source(_worker_metrics(host, health_port))
         except RuntimeError:
             log.exception("could not start the SCP workers")
             _stop_workers(workers, WORKER_STOP_GRACE)
@@ -134,7 +172,7 @@ def main() -> int:
         scp.write_stdout(scp.readiness_line())
     else:
         with os.fdopen(int(os.environ[READY_FD_ENV]), "w") as ready:
-            ready.write("listening\n")
+            ready.write(scp.readiness_line() + "\n")
         threading.Thread(target=_stop_when_orphaned, args=(stop_requested,), daemon=True).start()
     # Wake regularly: Python runs signal handlers in the main thread only, when it runs bytecode.
     # Blocked in a plain Event.wait(), the main thread was seen never to run the SIGTERM handler

@@ -191,3 +191,34 @@ class Metrics:
             metrics.append({"Name": "UploadLatency", "Unit": "Milliseconds"})
             document["UploadLatency"] = upload_latency
         return document
+
+
+LOWEST_WINS = frozenset({"dicom_scp_ready"})  # ready only if every process is
+
+
+def combine_prometheus(texts: list[str]) -> str:
+    """One /metrics text for several processes: every series summed (counters, histograms,
+    gauges such as active associations), except readiness, which is the lowest of them."""
+    types: dict[str, str] = {}
+    values: dict[str, float] = {}
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith("# TYPE "):
+                _, _, name, kind = line.split(" ", 3)
+                types.setdefault(name, kind)
+            elif line and not line.startswith("#"):
+                series, value = line.rsplit(" ", 1)
+                name = series.split("{", 1)[0]
+                number = float(value)
+                if series in values and name in LOWEST_WINS:
+                    values[series] = min(values[series], number)
+                else:
+                    values[series] = values.get(series, 0.0) + number
+    lines: list[str] = []
+    for name, kind in types.items():
+        lines.append(f"# TYPE {name} {kind}")
+        for series, value in values.items():
+            if series == name or series.startswith(name + "{") or series.startswith(name + "_"):
+                if series.split("{", 1)[0].removeprefix(name) in ("", "_bucket", "_sum", "_count"):
+                    lines.append(f"{series} {value:g}")
+    return "\n".join(lines) + "\n"

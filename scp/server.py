@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TextIO
 
@@ -37,7 +38,7 @@ from scp.commitment import CommitmentService, Reporter, handle_n_action
 from scp.health import CachedCheck, HealthServer
 from scp.journal import Journal, JournalLimits
 from scp.keepalive import KeepAlive
-from scp.metrics import EMF_INTERVAL_SECONDS, Metrics
+from scp.metrics import EMF_INTERVAL_SECONDS, Metrics, combine_prometheus
 from scp.network import GatewayRequestHandler, GatewayServer, SharedContexts, on_requested
 from scp.sessions import Sessions
 from scp.storage import Storage, open_storage
@@ -116,6 +117,7 @@ class StoreScp:
             table = CommitmentTable(boto3.client("dynamodb"), settings.commitment_table)
             self.commitment = CommitmentService(table, settings, self.task_id)
             self._reporter = Reporter(self.commitment, on_undelivered=self.metrics.commitment_undelivered)
+        self._metrics_sources: list[Callable[[], str]] = []
 
     # --- lifecycle ------------------------------------------------------------------------
     def start(self) -> StoreScp:
@@ -226,7 +228,17 @@ class StoreScp:
             return (False, refusal) if refusal else (True, "ok")
         return self._storage_ready()
 
+    def add_metrics_source(self, fetch: Callable[[], str]) -> None:
+        """Another process's /metrics text (the workers'), summed into this one's."""
+        self._metrics_sources.append(fetch)
+
     def metrics_text(self) -> str:
+        own = self._own_metrics_text()
+        if not self._metrics_sources:
+            return own
+        return combine_prometheus([own, *(fetch() for fetch in self._metrics_sources)])
+
+    def _own_metrics_text(self) -> str:
         ready, _ = self.readiness()
         return self.metrics.prometheus(
             {

@@ -74,6 +74,7 @@ def _start_scp_process(stack, tmp_path) -> tuple[subprocess.Popen, int]:
         "SCP_BIND_ADDRESS": "127.0.0.1",
         "SCP_SPOOL_DIR": str(tmp_path / "spool"),
         "SCP_TASK_ID": "doomed-task",
+        "SCP_WORKERS": "1",  # one process, killed: nothing left to seal but the sweeper
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "scp"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

@@ -55,6 +55,7 @@ class ScpProcess:
         self.stderr_path = workdir / "scp.stderr"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCP_")}
         full_env.update({"SCP_PORT": "0", "SCP_HEALTH_PORT": "0", "SCP_BIND_ADDRESS": "127.0.0.1"})
+        full_env["SCP_WORKERS"] = "1"  # one process unless a test asks for more (default: one per CPU)
         full_env.update({"SCP_SPOOL_DIR": str(workdir / "spool"), "PYTHONUNBUFFERED": "1"})
         full_env.update(env)
         self._stderr = self.stderr_path.open("w")
