@@ -39,6 +39,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 
 from core import dicom_wire
+from core.commitment import STORAGE_COMMITMENT_PUSH_MODEL
 from scp.admission import INVALID_PDU_PARAMETER, UNEXPECTED_PDU, UNRECOGNIZED_PDU
 from scp.spool import SpoolWriter
 
@@ -70,15 +71,25 @@ def use_loop(assoc: Association) -> bool:
     """
     if not enabled():
         return False
-    assoc.dul.hand_off_when_established = True  # read by scp/upper_layer.py's state machine
+    # Read by scp/upper_layer.py's state machine when it sends the A-ASSOCIATE-AC.
+    assoc.dul.hand_off_when_established = lambda: loop_serves(assoc)
     assoc.__class__ = LoopAssociation
     return True
 
 
+def loop_serves(assoc: Association) -> bool:
+    """An association that negotiated Storage Commitment stays with pynetdicom: its N-ACTION and
+    the N-EVENT-REPORT the reporter may send on it later go through pynetdicom's DIMSE."""
+    return all(str(cx.abstract_syntax) != STORAGE_COMMITMENT_PUSH_MODEL for cx in assoc._accepted_cx.values())
+
+
 class LoopAssociation(Association):
-    """pynetdicom's acceptor, except that the established association is served by our loop."""
+    """pynetdicom's acceptor, except that an established C-ECHO/C-STORE association is served by our loop."""
 
     def _run_reactor(self) -> None:
+        if not loop_serves(self):
+            super()._run_reactor()  # pynetdicom's own reactor, DUL and DIMSE
+            return
         self.dul.join(self.acse_timeout)  # it stops once the A-ASSOCIATE-AC is out
         if self.dul.is_alive():
             log.error("the DUL did not hand the association over; aborting it")

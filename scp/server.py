@@ -30,7 +30,6 @@ from core.contracts import SCP_DIMENSIONS
 from core.dicom_support import TRANSFER_SYNTAXES, VERIFICATION_SOP_CLASS, accepted_sop_classes
 from core.layout import BatchManifest
 from core.scp_settings import ScpSettings
-from scp import association_loop
 from scp.access import AccessPolicy
 from scp.admission import Admission
 from scp.batching import BatchLimits, BatchWriter, Origin, RetryPolicy
@@ -126,8 +125,9 @@ class StoreScp:
         # Process-wide pynetdicom switches; restored by stop() for in-process users (tests, local stack).
         self._saved_config = (_config.STORE_RECV_CHUNKED_DATASET, _config.LOG_HANDLER_LEVEL)
         # Every received dataset goes to a spool file: memory stays flat whatever the object size.
-        # The association loop spools itself; pynetdicom's stock path does it when asked.
-        _config.STORE_RECV_CHUNKED_DATASET = not association_loop.enabled()
+        # The association loop spools itself; pynetdicom (the stock path, and associations that
+        # negotiated Storage Commitment) does it when asked.
+        _config.STORE_RECV_CHUNKED_DATASET = True
         _config.LOG_HANDLER_LEVEL = "none"  # the per-PDU debug handlers cost time on every message
         self.storage.prepare()
         if self.journal is not None:

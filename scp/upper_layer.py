@@ -10,8 +10,8 @@
   the DUL thread dies. Such events are dropped and logged.
 - Anything else an association thread raises on bad input is logged and the association aborted,
   instead of the thread dying with a traceback on stderr.
-- Hand-off: once the A-ASSOCIATE-AC is sent (AE-7) on a DUL marked ``hand_off_when_established``,
-  the DUL thread stops before it reads another byte (its loop checks the flag first), and
+- Hand-off: once the A-ASSOCIATE-AC is sent (AE-7) on a DUL whose ``hand_off_when_established()``
+  says so, the DUL thread stops before it reads another byte (its loop checks the flag first), and
   ``scp/association_loop.py`` serves the association on the socket.
 """
 
@@ -42,7 +42,7 @@ class GuardedStateMachine(StateMachine):
         super().do_action(event)
         if action in ABORTS_WE_SEND and self.current_state == "Sta13":
             super().do_action(ARTIM_EXPIRED)
-        elif action == ACCEPT_SENT and getattr(self.dul, "hand_off_when_established", False):
+        elif action == ACCEPT_SENT and getattr(self.dul, "hand_off_when_established", lambda: False)():
             self.dul._kill_thread = True
 
 
