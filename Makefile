@@ -1,12 +1,13 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install
-# what is missing (the Python packages, and dcmtk for the tests and benchmarks).
+# what is missing (the Python packages; for the tests and benchmarks also dcmtk, and Orthanc,
+# which the interoperability tests start as a sender).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench lint dcmtk clean
+.PHONY: demo test bench lint dcmtk orthanc clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +20,15 @@ dcmtk:
 	  echo "installing dcmtk (storescu/echoscu/storescp) ..."; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk >/dev/null; }
 
+orthanc:
+	@command -v Orthanc >/dev/null 2>&1 || { \
+	  echo "installing orthanc (interoperability tests) ..."; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc >/dev/null; }
+
 demo: $(STAMP)
 	$(BIN)/dicomctl demo
 
-test: $(STAMP) dcmtk
+test: $(STAMP) dcmtk orthanc
 	$(BIN)/python -m pytest -n 2 --dist loadfile tests
 
 bench: $(STAMP) dcmtk
