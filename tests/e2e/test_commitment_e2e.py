@@ -45,7 +45,7 @@ def stack(tmp_path_factory):
         "scpCommitmentPeers": f"{MODALITY}=127.0.0.1:{LISTEN_PORT}",
         "scpCommitmentPollSeconds": 0.2,
         "scpCommitmentRetrySeconds": 0.5,
-        "scpCommitmentUnknownSeconds": 3,
+        "scpCommitmentUnknownSeconds": 10,  # the index is written at seal: after the journal uploads
         "scpCommitmentDeadlineSeconds": 40,
     }
     with local_stack(tmp_path_factory, values) as running:
