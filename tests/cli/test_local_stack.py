@@ -315,7 +315,6 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent (init, here) has not reaped it yet
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
 def test_workers_exit_when_dev_is_killed(tmp_path):
     process, _, _ = _start_dev(tmp_path)
     try:

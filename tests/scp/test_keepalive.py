@@ -16,7 +16,6 @@ from tests.scp.test_association_loop import _settings  # an in-process SCP on fr
 
 VERIFICATION = "1.2.840.10008.1.1"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
-linux_only = pytest.mark.skipif(not hasattr(socket, "TCP_KEEPIDLE"), reason="Linux keep-alive options")
 
 
 def keepalive_of(sock: socket.socket) -> tuple[int, int, int, int]:
@@ -29,7 +28,6 @@ def keepalive_of(sock: socket.socket) -> tuple[int, int, int, int]:
     )
 
 
-@linux_only
 def test_enable_keepalive_sets_the_option_and_its_timing():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         assert keepalive_of(sock)[0] == 0  # off unless asked for
@@ -43,7 +41,6 @@ def test_no_keepalive_configured_leaves_the_socket_alone():
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
 
 
-@linux_only
 def test_an_accepted_dicom_socket_has_keepalive_from_the_settings(tmp_path):
     settings = _settings(
         tmp_path, keepalive_idle_seconds=100, keepalive_interval_seconds=11, keepalive_count=5
