@@ -201,9 +201,8 @@ def test_release_or_abort_in_the_middle_of_a_dataset_stores_nothing_and_leaves_n
     data = path.read_bytes()
     scp = start_scp(SCP_STORAGE_URI=f"file://{tmp_path / 'store'}")
     spool = scp.stderr_path.parent / "spool" / "worker-0"
-    assoc = associate(scp.port, file_contexts([path]))
-    sock = assoc.dul.socket.socket  # our end: from here on we speak raw PDUs
-    context = assoc.accepted_contexts[0].context_id
+    sock = associate_raw(scp.port, abstract_syntax=CTImageStorage, transfer_syntax=ExplicitVRLittleEndian)
+    context = 1
     sock.sendall(_pdata(context, 0x03, _store_request_for(path)))
     sock.sendall(_pdata(context, 0x00, data[_dataset_offset(data) :][:50_000]))  # not the last
     wait_for(lambda: list(spool.glob("*")), what="the spool file of the transfer")

@@ -112,12 +112,14 @@ def refusals(scp: ScpProcess, text: str) -> list[dict]:
 
 
 # --- building and breaking PDUs ------------------------------------------------------------
-def association_request(called: str = "AHI-GATEWAY") -> bytes:
-    """A valid A-ASSOCIATE-RQ proposing Verification, encoded by pynetdicom."""
+def association_request(
+    called: str = "AHI-GATEWAY", abstract_syntax: str = VERIFICATION, transfer_syntax: str = IMPLICIT_LE
+) -> bytes:
+    """A valid A-ASSOCIATE-RQ proposing one context (Verification by default), encoded by pynetdicom."""
     primitive = A_ASSOCIATE()
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title, primitive.called_ae_title = "FUZZER", called
-    context = build_context(VERIFICATION, [IMPLICIT_LE])
+    context = build_context(abstract_syntax, [transfer_syntax])
     context.context_id = 1
     primitive.presentation_context_definition_list = [context]
     length = MaximumLengthNotification()
@@ -166,10 +168,11 @@ def read_until_closed(sock: socket.socket, within: float) -> bytes:
     return data
 
 
-def associate_raw(port: int) -> socket.socket:
-    """An established Verification association on a raw socket (the A-ASSOCIATE-AC is read)."""
+def associate_raw(port: int, **context: str) -> socket.socket:
+    """An established association (Verification by default; its context id is 1) on a raw socket,
+    the A-ASSOCIATE-AC read."""
     sock = connect(port)
-    sock.sendall(association_request())
+    sock.sendall(association_request(**context))
     header = sock.recv(6, socket.MSG_WAITALL)
     assert header[0] == 0x02, f"not accepted: {header!r}"
     (length,) = struct.unpack(">L", header[2:])
