@@ -249,7 +249,7 @@ class Admission:
                 plaintext=True,
             )
         if first[:4] in _HTTP_METHODS:
-            raise Refused("an HTTP request on the TLS port: /healthz is on the health port", abort=None)
+            raise describe_first_bytes(first, tls_port=True)
         try:
             sock.do_handshake()
         except TimeoutError:

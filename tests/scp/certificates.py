@@ -55,6 +55,16 @@ def _issue(subject, key, issuer, issuer_key, *, ca: bool, usage=None, san=None) 
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def tls_listener_env(pki: Pki) -> dict[str, str]:
+    """SCP_* variables of a TLS listener on a free port with this PKI's server certificate."""
+    return {
+        "SCP_TLS_ENABLED": "true",
+        "SCP_TLS_PORT": "0",
+        "SCP_TLS_CERT_FILE": str(pki.server_cert),
+        "SCP_TLS_KEY_FILE": str(pki.server_key),
+    }
+
+
 def make_pki(directory: Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())

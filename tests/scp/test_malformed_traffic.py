@@ -31,7 +31,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import build_context
 
-from tests.scp.certificates import make_pki
+from tests.scp.certificates import make_pki, tls_listener_env
 from tests.scp.harness import ScpProcess, http_get, wait_for
 
 SEED = int(os.environ.get("MALFORMED_SEED", "20261201"))
@@ -56,10 +56,7 @@ def gateway(tmp_path_factory):
     scp = ScpProcess(
         {
             "SCP_STORAGE_URI": f"file://{work / 'store'}",
-            "SCP_TLS_ENABLED": "true",
-            "SCP_TLS_PORT": "0",
-            "SCP_TLS_CERT_FILE": str(pki.server_cert),
-            "SCP_TLS_KEY_FILE": str(pki.server_key),
+            **tls_listener_env(pki),
             "SCP_ARTIM_TIMEOUT": str(ARTIM),
             "SCP_MAX_ASSOCIATIONS": str(MAX_ASSOCIATIONS),
             "SCP_MAX_PENDING_CONNECTIONS": str(MAX_PENDING),

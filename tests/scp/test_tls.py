@@ -8,7 +8,7 @@ import ssl
 import pytest
 from pydicom import dcmread
 
-from tests.scp.certificates import make_pki
+from tests.scp.certificates import make_pki, tls_listener_env
 from tests.scp.dicom_factory import write_instance
 from tests.scp.harness import ScpProcess, associate, file_contexts, raw_sending, wait_for
 from tests.scp.manifests import wait_file_manifests
@@ -22,10 +22,7 @@ def tls_scp(tmp_path_factory):
         {
             "SCP_STORAGE_URI": f"file://{work / 'store'}",
             "SCP_PLAIN_ENABLED": "false",
-            "SCP_TLS_ENABLED": "true",
-            "SCP_TLS_PORT": "0",
-            "SCP_TLS_CERT_FILE": str(pki.server_cert),
-            "SCP_TLS_KEY_FILE": str(pki.server_key),
+            **tls_listener_env(pki),
             "SCP_TLS_CA_FILE": str(pki.ca_cert),
             "SCP_TLS_REQUIRE_CLIENT_CERT": "true",
         },
