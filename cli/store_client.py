@@ -52,6 +52,7 @@ from core.dicom_wire import (
     C_ECHO_RSP,
     C_STORE_RQ,
     C_STORE_RSP,
+    DATASET_PRESENT,
     ELEMENT_HEADER,
     NO_DATASET,
     P_DATA_TF,
@@ -60,6 +61,7 @@ from core.dicom_wire import (
     command_set,
     element,
     pad_uid,
+    pdata_pdus,
     pdv_items,
 )
 
@@ -69,7 +71,6 @@ PROBE_TIMEOUT = 3.0  # seconds for each look at what a port that is not DICOM sp
 
 _A_ASSOCIATE_AC, _A_ASSOCIATE_RJ = 0x02, 0x03
 _A_RELEASE_RQ, _A_RELEASE_RP, _A_ABORT = 0x05, 0x06, 0x07
-_PDATA_HEADER = struct.Struct(">BxIIBB")  # P-DATA-TF header + one PDV item header
 
 
 @dataclass(frozen=True)
@@ -156,28 +157,8 @@ class _CommandTemplate:
 
 @functools.lru_cache(maxsize=256)
 def command_template(command_field: int, sop_class_uid: str) -> _CommandTemplate:
-    dataset_type = 0x0001 if command_field == C_STORE_RQ else NO_DATASET
+    dataset_type = DATASET_PRESENT if command_field == C_STORE_RQ else NO_DATASET
     return _CommandTemplate(command_field, sop_class_uid, dataset_type)
-
-
-def pdata_pdus(context_id: int, data: memoryview, command: bool, max_fragment: int, last: bool) -> list:
-    """``data`` as P-DATA-TF PDUs of one PDV each, as [header, fragment, header, fragment, ...].
-
-    ``last`` flags the final fragment as the end of the command or dataset.
-    """
-    parts: list = []
-    kind = 0x01 if command else 0x00
-    total = len(data)
-    start = 0
-    while True:
-        end = min(total, start + max_fragment)
-        final = last and end == total
-        size = end - start
-        parts.append(_PDATA_HEADER.pack(P_DATA_TF, size + 6, size + 2, context_id, kind | (0x02 * final)))
-        parts.append(data[start:end])
-        if end == total:
-            return parts
-        start = end
 
 
 def _association_request(peer: Peer, contexts: list[PresentationContext]) -> bytes:

@@ -16,10 +16,14 @@ from collections.abc import Iterator
 PDU_TYPES = frozenset(range(0x01, 0x08))
 P_DATA_TF = 0x04
 PDU_HEADER = struct.Struct(">BxI")  # type, reserved, length
+_PDATA_HEADER = struct.Struct(">BxIIBB")  # P-DATA-TF header + one PDV item header
 
 # DIMSE command fields (PS3.7 E.1) and the CommandDataSetType that says no dataset follows.
 C_STORE_RQ, C_STORE_RSP, C_ECHO_RQ, C_ECHO_RSP = 0x0001, 0x8001, 0x0030, 0x8030
+N_EVENT_REPORT_RQ, N_EVENT_REPORT_RSP, N_ACTION_RQ = 0x0100, 0x8100, 0x0130
+RESPONSE_BIT = 0x8000  # set in the command field of every response
 NO_DATASET = 0x0101
+DATASET_PRESENT = 0x0001  # any other value says a dataset follows; this is the usual one
 
 ELEMENT_HEADER = struct.Struct("<HHI")  # implicit VR little endian element: group, element, length
 
@@ -54,3 +58,23 @@ def pdv_items(body: bytes | bytearray | memoryview) -> Iterator[tuple[int, memor
             raise ValueError("a PDV item runs past the PDU")
         yield view[offset + 4], view[offset + 5 : offset + 4 + item_length]
         offset += 4 + item_length
+
+
+def pdata_pdus(context_id: int, data: memoryview, command: bool, max_fragment: int, last: bool) -> list:
+    """``data`` as P-DATA-TF PDUs of one PDV each, as [header, fragment, header, fragment, ...].
+
+    ``last`` flags the final fragment as the end of the command or dataset.
+    """
+    parts: list = []
+    kind = 0x01 if command else 0x00
+    total = len(data)
+    start = 0
+    while True:
+        end = min(total, start + max_fragment)
+        final = last and end == total
+        size = end - start
+        parts.append(_PDATA_HEADER.pack(P_DATA_TF, size + 6, size + 2, context_id, kind | (0x02 * final)))
+        parts.append(data[start:end])
+        if end == total:
+            return parts
+        start = end

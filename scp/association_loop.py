@@ -9,9 +9,12 @@ dataset is spooled, hashed and walked for completeness as its fragments arrive
 (``scp/spool.py``). No queue, no second thread, no polling per message: per image the SCP's
 CPU went from ~4.4 ms with pynetdicom's machinery to the figure in docs/benchmarks/scp.md.
 
-Served: C-ECHO and C-STORE (through the handler bound to ``EVT_C_STORE``: ``scp/store.py``);
-any other request on an accepted context gets 0x0211 (unrecognized operation) with an Error
-Comment, its dataset read and dropped. PS3.8 for everything else: A-RELEASE-RQ is answered with
+Served: C-ECHO, C-STORE (through the handler bound to ``EVT_C_STORE``: ``scp/store.py``) and the
+Storage Commitment N-ACTION (through the handler bound to ``EVT_N_ACTION``: ``scp/commitment.py``);
+the commitment reporter's N-EVENT-REPORT goes out on the requesting association through
+``send_n_event_report``, from the reporter's thread, and its response is read here. Any other
+request on an accepted context gets 0x0211 (unrecognized operation) with an Error Comment, its
+dataset read and dropped. PS3.8 for everything else: A-RELEASE-RQ is answered with
 A-RELEASE-RP and the connection closed; an A-ABORT closes it; an unexpected or invalid PDU (a
 second A-ASSOCIATE-RQ, a P-DATA longer than our maximum PDU, a PDV that runs past its PDU, a
 fragment on a context that was not accepted, a dataset without its command) is answered with an
@@ -19,6 +22,9 @@ A-ABORT (source 2) and the connection closed at once; silence for ``network_time
 
 pynetdicom's stock receive path stays behind ``DICOM_SCP_STOCK_RECEIVE=1`` for comparisons
 (``make bench``), and this loop is used only with the pynetdicom version it was written against.
+A TLS association that negotiated Storage Commitment stays on pynetdicom's reactor too: the report
+would be written from the reporter's thread while this loop reads, and an OpenSSL connection must
+not be used from two threads at once.
 """
 
 from __future__ import annotations
@@ -31,12 +37,16 @@ import ssl
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 
 import pynetdicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
 from pynetdicom import evt
 from pynetdicom.association import Association
+from pynetdicom.dsutils import decode, encode
 
 from core import dicom_wire
 from core.commitment import STORAGE_COMMITMENT_PUSH_MODEL
@@ -51,13 +61,13 @@ UNLIMITED_PDU_CEILING = 256 * 1024 * 1024  # SCP_MAX_PDU=0 (unlimited) still has
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 _A_RELEASE_RQ, _A_RELEASE_RP, _A_ABORT = 0x05, 0x06, 0x07
 _RELEASE_RP = struct.pack(">BBLL", _A_RELEASE_RP, 0, 4, 0)
-_PDV_HEADER = struct.Struct(">LBB")  # item length, context id, message control header (our replies)
 _US = struct.Struct("<H")
 UNRECOGNIZED_OPERATION = 0x0211
+MAX_COLLECTED = 64 * 1024 * 1024  # an N-ACTION's Action Information: 500,000 references are ~60 MB
 # Command elements (group 0000) read from requests and written to responses (PS3.7 E.1)
 _AFFECTED_SOP_CLASS, _COMMAND_FIELD, _MESSAGE_ID, _MESSAGE_ID_RESPONDED = 0x0002, 0x0100, 0x0110, 0x0120
 _DATASET_TYPE, _STATUS, _ERROR_COMMENT, _AFFECTED_SOP_INSTANCE = 0x0800, 0x0900, 0x0902, 0x1000
-_REQUESTED_SOP_CLASS, _REQUESTED_SOP_INSTANCE = 0x0003, 0x1001
+_REQUESTED_SOP_CLASS, _REQUESTED_SOP_INSTANCE, _EVENT_TYPE, _ACTION_TYPE = 0x0003, 0x1001, 0x1002, 0x1008
 
 
 def enabled() -> bool:
@@ -78,8 +88,9 @@ def use_loop(assoc: Association) -> bool:
 
 
 def loop_serves(assoc: Association) -> bool:
-    """An association that negotiated Storage Commitment stays with pynetdicom: its N-ACTION and
-    the N-EVENT-REPORT the reporter may send on it later go through pynetdicom's DIMSE."""
+    """Every association, except a TLS one that negotiated Storage Commitment (see the module doc)."""
+    if not isinstance(assoc.dul.socket.socket, ssl.SSLSocket):
+        return True
     return all(str(cx.abstract_syntax) != STORAGE_COMMITMENT_PUSH_MODEL for cx in assoc._accepted_cx.values())
 
 
@@ -152,7 +163,21 @@ def response(request: dict[int, bytes], status: int, comment: str | None = None)
     sop_instance = request.get(_AFFECTED_SOP_INSTANCE, request.get(_REQUESTED_SOP_INSTANCE))
     if sop_instance is not None:
         body += dicom_wire.element(_AFFECTED_SOP_INSTANCE, sop_instance)
+    if _ACTION_TYPE in request:  # N-ACTION-RSP: C(=), the request's (PS3.7 10.1.4.1.3)
+        body += dicom_wire.element(_ACTION_TYPE, request[_ACTION_TYPE])
     return dicom_wire.command_set(body)
+
+
+def event_report_request(message_id: int, class_uid: str, instance_uid: str, event_type: int) -> bytes:
+    """The N-EVENT-REPORT-RQ command set (PS3.7 10.3.1), with a dataset (the Event Information)."""
+    return dicom_wire.command_set(
+        dicom_wire.element(_AFFECTED_SOP_CLASS, dicom_wire.pad_uid(class_uid))
+        + dicom_wire.element(_COMMAND_FIELD, _US.pack(dicom_wire.N_EVENT_REPORT_RQ))
+        + dicom_wire.element(_MESSAGE_ID, _US.pack(message_id))
+        + dicom_wire.element(_DATASET_TYPE, _US.pack(dicom_wire.DATASET_PRESENT))
+        + dicom_wire.element(_AFFECTED_SOP_INSTANCE, dicom_wire.pad_uid(instance_uid))
+        + dicom_wire.element(_EVENT_TYPE, _US.pack(event_type))
+    )
 
 
 @dataclass(frozen=True)
@@ -180,14 +205,79 @@ class StoreEvent:
     context: AcceptedContext
 
 
+@dataclass(frozen=True)
+class ActionRequest:
+    """What ``scp/commitment.py`` reads from an N-ACTION request (pynetdicom's names)."""
+
+    ActionTypeID: int | None
+    RequestedSOPInstanceUID: str
+
+
+@dataclass(frozen=True)
+class ActionEvent:
+    """The parts of pynetdicom's EVT_N_ACTION event that ``scp/commitment.py`` uses."""
+
+    assoc: Any
+    request: ActionRequest
+    context: AcceptedContext
+    encoded_information: bytes | None
+
+    @property
+    def action_information(self) -> Dataset | None:
+        """The Action Information, decoded on demand (an undecodable one raises, as in pynetdicom)."""
+        if self.encoded_information is None:
+            return None
+        syntax = UID(self.context.transfer_syntax)
+        return decode(
+            BytesIO(self.encoded_information),
+            syntax.is_implicit_VR,
+            syntax.is_little_endian,
+            syntax.is_deflated,
+        )
+
+
 class _Discard:
-    """The dataset of a request we answer without reading it."""
+    """The dataset of a message we do not use."""
 
     def write(self, data: Any) -> None:
         pass
 
     def abandon(self) -> None:
         pass
+
+
+class _Collect:
+    """A small dataset (the N-ACTION's Action Information) kept in memory."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: Any) -> None:
+        if len(self.data) + len(data) > MAX_COLLECTED:
+            raise _Abort(INVALID_PDU_PARAMETER, f"an N-ACTION dataset over {MAX_COLLECTED} bytes")
+        self.data += data
+
+    def abandon(self) -> None:
+        self.data = bytearray()
+
+
+@dataclass
+class _Pending:
+    """A request whose dataset is arriving, and what to do once it is all here."""
+
+    request: dict[int, bytes]
+    context: AcceptedContext
+    sink: Any  # write(fragment), abandon()
+    complete: Callable[[dict[int, bytes], AcceptedContext, Any], None]
+
+
+@dataclass
+class _Awaited:
+    """Our N-EVENT-REPORT-RQ, waiting for its response (read by the loop's thread)."""
+
+    message_id: int
+    done: threading.Event = field(default_factory=threading.Event)
+    status: int | None = None
 
 
 class AssociationLoop:
@@ -202,21 +292,28 @@ class AssociationLoop:
         self.buffer = bytearray(self.max_pdu + 6)
         self.view = memoryview(self.buffer)
         self.quickack = _QUICKACK is not None and not isinstance(self.sock, ssl.SSLSocket)
+        peer_pdu = int(assoc.requestor.maximum_length or 0)  # 0: no limit (PS3.8 D.1)
+        self.max_fragment = peer_pdu - 6 if peer_pdu > 6 else 1024 * 1024
         self._send_lock = threading.Lock()
         self._command = bytearray()
         self._command_context = 0
-        self._pending: tuple[dict[int, bytes], AcceptedContext, Any] | None = None  # awaiting its dataset
+        self._pending: _Pending | None = None
         self._services: dict[int, Callable[[dict[int, bytes], AcceptedContext], None]] = {
             dicom_wire.C_ECHO_RQ: self._echo,
         }
-        store = assoc.get_handlers(evt.EVT_C_STORE)
+        store, action = assoc.get_handlers(evt.EVT_C_STORE), assoc.get_handlers(evt.EVT_N_ACTION)
         self._store_handler: tuple[Callable, list] | None = tuple(store) if store else None  # type: ignore[assignment]
+        self._action_handler: tuple[Callable, list] | None = tuple(action) if action else None  # type: ignore[assignment]
+        self._report_lock = threading.Lock()  # one N-EVENT-REPORT outstanding at a time
+        self._message_id = 0
+        self._awaited: _Awaited | None = None
 
     # --- the loop -------------------------------------------------------------------------------
     def serve(self) -> None:
         """Serve until release, abort or the network timeout; leaves the association's flags set."""
         assoc = self.assoc
         assoc.abort = self.abort  # our shutdown and pynetdicom's kill() reach this loop
+        assoc.send_n_event_report = self.send_n_event_report  # the commitment reporter's
         try:
             self.sock.settimeout(assoc.network_timeout)
             while True:
@@ -248,6 +345,9 @@ class AssociationLoop:
         finally:
             self._abandon_pending()
             assoc.is_established = False
+            awaited = self._awaited
+            if awaited is not None:  # a reporter waiting for a response that cannot come
+                awaited.done.set()
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
@@ -320,40 +420,50 @@ class AssociationLoop:
 
     def _dataset_fragment(self, context_id: int, control: int, fragment: memoryview) -> None:
         pending = self._pending
-        if pending is None or pending[1].context_id != context_id:
+        if pending is None or pending.context.context_id != context_id:
             raise _Abort(UNEXPECTED_PDU, "a dataset without its command")
-        pending[2].write(fragment)
+        pending.sink.write(fragment)
         if control & 2:
             self._pending = None
-            request, context, sink = pending
-            if isinstance(sink, SpoolWriter):
-                self._store(request, context, sink)
-            else:
-                self._reply(request, context, UNRECOGNIZED_OPERATION, self._unrecognized(request))
+            pending.complete(pending.request, pending.context, pending.sink)
 
     # --- the services ---------------------------------------------------------------------------
     def _request(self, request: dict[int, bytes], context: AcceptedContext) -> None:
-        if _COMMAND_FIELD not in request or _MESSAGE_ID not in request or _DATASET_TYPE not in request:
-            raise _Abort(
-                INVALID_PDU_PARAMETER, "a request without its command field, message id or data set type"
-            )
+        if _COMMAND_FIELD not in request or _DATASET_TYPE not in request:
+            raise _Abort(INVALID_PDU_PARAMETER, "a message without its command field or data set type")
         command_field = _us(request[_COMMAND_FIELD])
         has_dataset = _us(request[_DATASET_TYPE]) != dicom_wire.NO_DATASET
+        if command_field & dicom_wire.RESPONSE_BIT:
+            self._response(request, command_field)
+            if has_dataset:  # an Event Reply: not used
+                self._pending = _Pending(request, context, _Discard(), lambda *_: None)
+            return
+        if _MESSAGE_ID not in request:
+            raise _Abort(INVALID_PDU_PARAMETER, "a request without its message id")
         if command_field == dicom_wire.C_STORE_RQ and has_dataset and self._store_handler:
             spool = SpoolWriter(
                 _text(request.get(_AFFECTED_SOP_CLASS)),
                 _text(request.get(_AFFECTED_SOP_INSTANCE)),
                 context.transfer_syntax,
             )
-            self._pending = (request, context, spool)
+            self._pending = _Pending(request, context, spool, self._store)
+            return
+        if command_field == dicom_wire.N_ACTION_RQ and self._action_handler:
+            if has_dataset:
+                self._pending = _Pending(request, context, _Collect(), self._action)
+            else:
+                self._action(request, context, None)
             return
         service = self._services.get(command_field)
         if service is not None and not has_dataset:
             service(request, context)
         elif has_dataset:  # read its dataset, then answer
-            self._pending = (request, context, _Discard())
+            self._pending = _Pending(request, context, _Discard(), self._unrecognized_reply)
         else:
-            self._reply(request, context, UNRECOGNIZED_OPERATION, self._unrecognized(request))
+            self._unrecognized_reply(request, context, None)
+
+    def _unrecognized_reply(self, request: dict[int, bytes], context: AcceptedContext, _sink: Any) -> None:
+        self._reply(request, context, UNRECOGNIZED_OPERATION, self._unrecognized(request))
 
     def _unrecognized(self, request: dict[int, bytes]) -> str:
         command_field = _us(request[_COMMAND_FIELD])
@@ -382,20 +492,86 @@ class AssociationLoop:
             spooled.discard()
             self._reply(request, context, 0x0122, "SOP class differs from the presentation context's")
             return
-        result = handler(event, *(args or []))
+        self._reply_with(request, context, handler(event, *(args or [])))
+
+    def _action(
+        self, request: dict[int, bytes], context: AcceptedContext, collected: _Collect | None
+    ) -> None:
+        handler, args = self._action_handler  # type: ignore[misc]
+        action_type = _us(request[_ACTION_TYPE]) if _ACTION_TYPE in request else None
+        event = ActionEvent(
+            self.assoc,
+            ActionRequest(action_type, _text(request.get(_REQUESTED_SOP_INSTANCE))),
+            context,
+            bytes(collected.data) if collected is not None else None,
+        )
+        status, _reply = handler(event, *(args or []))  # Storage Commitment has no Action Reply
+        self._reply_with(request, context, status)
+
+    def _reply_with(self, request: dict[int, bytes], context: AcceptedContext, result: int | Dataset) -> None:
+        """Answer with what a pynetdicom handler returned: a status, or a status Dataset."""
         if isinstance(result, int):
             self._reply(request, context, result)
         else:
             self._reply(request, context, int(result.Status), str(result.get("ErrorComment", "")) or None)
 
+    # --- the N-EVENT-REPORT we send (the commitment reporter's thread) ---------------------------
+    def send_n_event_report(
+        self, dataset: Dataset, event_type: int, class_uid: str, instance_uid: str
+    ) -> tuple[Dataset, None]:
+        """pynetdicom's ``Association.send_n_event_report``: send, wait for the response (the DIMSE
+        timeout), and return its status as a Dataset (empty when none came)."""
+        context = next((c for c in self.contexts.values() if c.abstract_syntax == class_uid), None)
+        if context is None:
+            raise ValueError(f"no accepted presentation context for {class_uid}")
+        syntax = UID(context.transfer_syntax)
+        information = encode(dataset, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        with self._report_lock:
+            if not self.assoc.is_established:
+                raise RuntimeError("the association is no longer established")
+            self._message_id = self._message_id % 0xFFFF + 1
+            awaited = self._awaited = _Awaited(self._message_id)
+            try:
+                command = event_report_request(awaited.message_id, class_uid, instance_uid, event_type)
+                self._send_message(context, command, information)
+                answered = awaited.done.wait(self.assoc.dimse_timeout)
+            finally:
+                self._awaited = None
+        status = Dataset()
+        if answered and awaited.status is not None:
+            status.Status = awaited.status
+        elif not self.assoc.is_established:
+            raise RuntimeError("the association ended before the N-EVENT-REPORT response")
+        return status, None
+
+    def _response(self, response_fields: dict[int, bytes], command_field: int) -> None:
+        awaited = self._awaited
+        responded = response_fields.get(_MESSAGE_ID_RESPONDED)
+        if (
+            command_field != dicom_wire.N_EVENT_REPORT_RSP
+            or awaited is None
+            or responded is None
+            or _us(responded) != awaited.message_id
+        ):
+            raise _Abort(UNEXPECTED_PDU, f"a response (0x{command_field:04X}) to no request of ours")
+        status = response_fields.get(_STATUS)
+        awaited.status = _us(status) if status is not None else None
+        awaited.done.set()
+
     # --- writing --------------------------------------------------------------------------------
     def _reply(
         self, request: dict[int, bytes], context: AcceptedContext, status: int, comment: str | None = None
     ) -> None:
-        command = response(request, status, comment)
-        # One PDV: message control header 0x03 (command, last fragment); ~150 bytes, one PDU.
-        item = _PDV_HEADER.pack(len(command) + 2, context.context_id, 0x03) + command
-        self._send(dicom_wire.PDU_HEADER.pack(dicom_wire.P_DATA_TF, len(item)) + item)
+        self._send_message(context, response(request, status, comment))
+
+    def _send_message(self, context: AcceptedContext, command: bytes, dataset: bytes | None = None) -> None:
+        """A command (and its dataset) in PDUs no larger than the peer's maximum, as one write."""
+        parts = dicom_wire.pdata_pdus(context.context_id, memoryview(command), True, self.max_fragment, True)
+        if dataset is not None:
+            parts += dicom_wire.pdata_pdus(
+                context.context_id, memoryview(dataset), False, self.max_fragment, True
+            )
+        self._send(b"".join(parts))
 
     def _send(self, data: bytes) -> None:
         with self._send_lock:
@@ -413,4 +589,4 @@ class AssociationLoop:
     def _abandon_pending(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
-            pending[2].abandon()
+            pending.sink.abandon()

@@ -5,8 +5,11 @@ specific to it: that accepted associations are handed to it, that responses enco
 bytes pynetdicom would send and requests are decoded as pynetdicom encodes them, that many images
 over one association (dcmtk with Nagle on, several PDUs per image, interleaved C-ECHO) arrive
 byte-for-byte, that release or abort in the middle of a dataset loses nothing acknowledged and
-leaves no spool file, that an unsupported operation gets 0x0211, that timers fire without traffic,
-and that the stock switch used by the benchmark still receives correctly.
+leaves no spool file, that an unsupported operation gets 0x0211, that the Storage Commitment
+N-ACTION is answered here with its precise status, that timers fire without traffic, and that the
+stock switch used by the benchmark still receives correctly. The commitment report sent on the
+requesting association (through this loop) is tested end to end in
+tests/e2e/test_commitment_e2e.py.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from io import BytesIO
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 
 from core import dicom_wire
+from core.commitment import STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH_MODEL
 from core.scp_settings import ScpSettings
 from scp.association_loop import STOCK_ENV, LoopAssociation, decode_command, response
 from scp.server import StoreScp
@@ -243,3 +248,56 @@ def test_a_pdu_longer_than_our_maximum_aborts_the_association_without_allocating
         wait_for(lambda: liar.is_aborted, what="the SCP's A-ABORT")
         wait_for(lambda: scp.sessions.count() == 0, what="the session to end")
         assert send_files(scp.port, [path]) == [0]  # and it goes on serving
+
+
+def test_storage_commitment_n_action_is_served_by_the_loop_with_its_status(
+    tmp_path, monkeypatch, moto_endpoint
+):
+    # The refusals are decided before the table is touched; the table only has to be configured.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    path = write_instance(tmp_path / "1.dcm")
+    settings = _settings(
+        tmp_path,
+        commitment_table="commitments",
+        commitment_peers=["OTHER-AE=127.0.0.1:1"],  # none for TESTSCU
+        commitment_poll_seconds=3600,
+    )
+    with StoreScp(settings) as scp:
+        assoc = associate(
+            scp.port,
+            [
+                *file_contexts([path]),
+                (STORAGE_COMMITMENT_PUSH_MODEL, ImplicitVRLittleEndian),
+                (VERIFICATION, ExplicitVRLittleEndian),
+            ],
+        )
+        assert assoc.is_established
+        [session] = wait_for(lambda: scp.sessions.all(), what="the session")
+        wait_for(lambda: not session.assoc.dul.is_alive(), what="the DUL to hand over")
+        assert isinstance(session.assoc, LoopAssociation)
+        request = Dataset()
+        request.TransactionUID = "1.2.3.4.5"
+        item = Dataset()
+        item.ReferencedSOPClassUID = CTImageStorage
+        item.ReferencedSOPInstanceUID = str(dcmread(path).SOPInstanceUID)
+        request.ReferencedSOPSequence = [item]
+        missing = Dataset()
+        missing.ReferencedSOPSequence = [item]
+        answers = []
+        with raw_sending():
+            assert assoc.send_c_store(path).Status == 0
+            for action_type, information in [(2, request), (1, missing), (1, request)]:
+                status, _ = assoc.send_n_action(
+                    information, action_type, STORAGE_COMMITMENT_PUSH_MODEL, STORAGE_COMMITMENT_INSTANCE
+                )
+                answers.append((int(status.Status), str(status.get("ErrorComment", ""))))
+            assert assoc.send_c_echo().Status == 0
+        assoc.release()
+    assert answers == [
+        (0x0123, "action type 2 is not 1 (request commitment)"),
+        (0x0120, "Transaction UID (0008,1195) missing"),
+        (0x0110, "no commitment report peer configured for AE TESTSCU"),
+    ]
