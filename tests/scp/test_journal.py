@@ -147,6 +147,30 @@ def test_s3_down_fills_the_journal_to_its_limit_then_a700_then_it_drains(
     _assert_each_in_exactly_one_manifest(s3, bucket, files)
 
 
+def test_a_journal_that_cannot_be_written_refuses_a700_then_recovers_by_itself(
+    start_journal_scp, s3, bucket, journal_dir, tmp_path
+):
+    scp = start_journal_scp()
+    [owner] = wait_for(lambda: _owner_dirs(journal_dir), what="the process's owner directory")
+    files = _files(tmp_path, 3, seed=7)
+    paths = list(files.values())
+    # A regular file where the owner directory was: every write under it fails (ENOTDIR), as on a
+    # lost or read-only mount, and unlike a chmod it also stops a process running as root.
+    moved = owner.with_name(f"{owner.name}.aside")
+    owner.rename(moved)
+    owner.write_text("not a directory")
+
+    assert _store_results(scp.port, paths[:1]) == [(0xA700, "journal not writable, retry later")]
+    status, body = http_get(scp.health_port, "/readyz")
+    assert status == 503 and "journal not writable" in body
+
+    owner.unlink()
+    moved.rename(owner)
+    wait_for(lambda: http_get(scp.health_port, "/readyz")[0] == 200, timeout=15, what="/readyz 200 again")
+    assert send_files(scp.port, paths) == [0, 0, 0]
+    _assert_each_in_exactly_one_manifest(s3, bucket, files)
+
+
 def _store_results(port, files):
     from tests.scp.harness import store_results
 
