@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from core.layout import BatchManifest, ManifestInstance, batch_prefix, manifest_key, new_batch_id
+from core.layout import (
+    BatchManifest,
+    ManifestInstance,
+    batch_prefix,
+    instance_key,
+    manifest_key,
+    new_batch_id,
+)
 from scp.storage import Storage, StorageError, with_retries
 
 log = logging.getLogger("scp.batching")
@@ -51,7 +58,7 @@ class Batch:
     sealed: bool = False
 
     def instance_key(self, study_uid: str, series_uid: str, sop_instance_uid: str) -> str:
-        return f"{self.prefix}{study_uid}/{series_uid}/{sop_instance_uid}.dcm"
+        return instance_key(self.prefix, study_uid, series_uid, sop_instance_uid)
 
 
 @dataclass(frozen=True)

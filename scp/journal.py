@@ -1,8 +1,10 @@
 """The durable journal: acknowledge at disk speed, upload to storage behind it, lose nothing.
 
 With ``SCP_JOURNAL_DIR`` set (an EFS directory shared by the SCP tasks), a received instance is
-durable once it is in the journal: the data file fsynced and renamed in, its sidecar (the
-manifest entry) fsynced and renamed in, the directory fsynced. Then the C-STORE is answered
+durable once it is in the journal: the spooled file fsynced and renamed in (copied and fsynced
+when the spool is on another file system), the directory fsynced. The file is the whole record:
+nothing else is written before the answer (on EFS every synchronous file operation is a network
+round trip; a manifest-entry sidecar cost three more per image). Then the C-STORE is answered
 0x0000 and an uploader (``SCP_JOURNAL_UPLOADS`` threads) PUTs it with the SHA-256 that S3
 verifies. A batch sealed by its association is recorded in the journal; its manifest is written
 only once every one of its instances is in storage, so nothing is imported before it is uploaded.
@@ -11,18 +13,21 @@ Layout (one directory per process, its *owner* directory)::
 
     <journal>/<owner>/_heartbeat               time of the last heartbeat (rewritten every few s)
     <journal>/<owner>/<batchId>/_batch.json    batch id, import prefix, opened at, origin
-    <journal>/<owner>/<batchId>/<seq>-<SOP>.dcm    the Part 10 file as received
-    <journal>/<owner>/<batchId>/<seq>-<SOP>.json   its manifest entry: not uploaded yet
-    <journal>/<owner>/<batchId>/<seq>-<SOP>.uploaded  the same entry, once it is in storage
+    <journal>/<owner>/<batchId>/<seq>-<SOP>.dcm    the Part 10 file as received: acknowledged
+    <journal>/<owner>/<batchId>/<seq>-<SOP>.uploaded  empty: that file is in storage (a hint)
     <journal>/<owner>/<batchId>/_sealed.json   seal reason and time: the batch takes no more
     <journal>/<owner>/<batchId>/_rehome.json   the new batch id of instances the sweeper missed
     <journal>/<owner>/adopted-<dead owner>/... a dead owner's directory, claimed by this owner
 
-An entry is acknowledged only if both its ``.dcm`` and its sidecar are there; anything else is a
-write cut off before the answer and is removed on recovery. A batch directory is removed once its
-manifest is written. Recovery: every process, at start and periodically, renames the directory
-of an owner whose heartbeat is older than ``SCP_JOURNAL_STALE_SECONDS`` into its own (rename is
-atomic: exactly one adopter), then uploads what it holds and seals its batches ("adopted" unless
+An entry is acknowledged if its ``.dcm`` is there (only a complete, fsynced file gets that name);
+a ``.partial`` copy is a write cut off before the answer. Its manifest entry is kept in memory;
+recovery rebuilds it from the file (UIDs and transfer syntax from its header, size, SHA-256), and
+uploads again whatever has no ``.uploaded`` hint (harmless: the same bytes under the same key).
+A batch directory is removed once its manifest is written.
+
+Recovery: every process, at start and periodically, renames the directory of an owner whose
+heartbeat is older than ``SCP_JOURNAL_STALE_SECONDS`` into its own (rename is atomic: exactly one
+adopter), then uploads what it holds and seals its batches ("adopted" unless
 the dead owner had sealed them already). Sealing writes the manifest with ``If-None-Match: *``:
 if the sweeper sealed the batch first from what it found in S3, the instances its manifest lacks
 are uploaded under a new batch id (recorded in ``_rehome.json`` before, so a crash repeats the
@@ -35,6 +40,7 @@ says 503; uploads keep retrying, so the journal drains by itself when storage co
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -50,7 +56,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.layout import BatchManifest, ManifestInstance, batch_prefix, manifest_key, new_batch_id
+from pydicom import dcmread
+
+from core.layout import (
+    BatchManifest,
+    ManifestInstance,
+    batch_prefix,
+    instance_key,
+    manifest_key,
+    new_batch_id,
+)
 from scp.metrics import Metrics
 from scp.spool import Spooled
 from scp.storage import Storage, StorageError
@@ -62,7 +77,7 @@ HEARTBEAT = "_heartbeat"
 BATCH_FILE = "_batch.json"
 SEALED_FILE = "_sealed.json"
 REHOME_FILE = "_rehome.json"
-PENDING, UPLOADED, DATA = ".json", ".uploaded", ".dcm"
+UPLOADED, DATA = ".uploaded", ".dcm"
 ADOPTED_PREFIX = "adopted-"
 RETRY_FIRST, RETRY_MAX = 0.5, 15.0  # seconds between upload attempts of one entry (doubling)
 TICK = 0.25
@@ -146,6 +161,28 @@ def _move_in(source: Path, dest: Path) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, dest)
+
+
+def recovered_instance(data: Path, prefix: str) -> ManifestInstance:
+    """The manifest entry of a journal file, from the file: what ``scp/store.py`` recorded."""
+    dataset = dcmread(data, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
+    meta = dataset.file_meta
+    study, series = str(dataset.StudyInstanceUID), str(dataset.SeriesInstanceUID)
+    sop_instance_uid = str(meta.MediaStorageSOPInstanceUID)
+    digest = hashlib.sha256()
+    with data.open("rb") as source:
+        while chunk := source.read(COPY_CHUNK):
+            digest.update(chunk)
+    return ManifestInstance(
+        key=instance_key(prefix, study, series, sop_instance_uid),
+        sop_class_uid=str(meta.MediaStorageSOPClassUID),
+        sop_instance_uid=sop_instance_uid,
+        study_instance_uid=study,
+        series_instance_uid=series,
+        transfer_syntax_uid=str(meta.TransferSyntaxUID),
+        size=data.stat().st_size,
+        sha256=digest.hexdigest(),
+    )
 
 
 def owner_name(task_id: str) -> str:
@@ -273,7 +310,6 @@ class Journal:
             name = f"{next(self._seq):09d}-{instance.sop_instance_uid}"
             entry = _Entry(name, directory, instance, time.time())
             _move_in(spooled.path, entry.data)
-            _write_durable(directory / f"{name}{PENDING}", self._sidecar(entry))
             _fsync_dir(directory)
         except OSError as exc:
             self._unwritable = f"{exc.strerror or exc}"
@@ -313,12 +349,6 @@ class Journal:
         opened = _Batch(batch.batch_id, batch.prefix, batch.opened_at, record["origin"], directory)
         with self._lock:
             return self._batches.setdefault(directory, opened)
-
-    @staticmethod
-    def _sidecar(entry: _Entry) -> bytes:
-        return json.dumps(
-            {"instance": entry.instance.model_dump(by_alias=True), "writtenAt": entry.written_at}
-        ).encode()
 
     def _record_seal(self, batch: _Batch, reason: str, sealed_at: datetime) -> None:
         with self._lock:
@@ -367,9 +397,7 @@ class Journal:
             self._later(entry.attempts, lambda: self._submit(batch, entry))
             return
         try:
-            os.replace(
-                entry.directory / f"{entry.name}{PENDING}", entry.directory / f"{entry.name}{UPLOADED}"
-            )
+            (entry.directory / f"{entry.name}{UPLOADED}").touch()  # not fsynced: only a hint
         except OSError:  # the entry is uploaded again after a crash: harmless
             pass
         self.metrics.journal_uploaded(time.perf_counter() - started)
@@ -554,25 +582,20 @@ class Journal:
                 record.get("origin", {}),
                 batch_dir,
             )
-            for sidecar in sorted([*batch_dir.glob(f"*{PENDING}"), *batch_dir.glob(f"*{UPLOADED}")]):
-                if sidecar.name.startswith("_"):
+            for data in sorted(batch_dir.glob(f"*{DATA}")):
+                name = data.name[: -len(DATA)]
+                try:
+                    instance = recovered_instance(data, batch.prefix)
+                except Exception:  # pydicom raises many kinds; a file we renamed in is complete
+                    log.exception("journal file unreadable, left in place", extra={"fields": {"file": name}})
                     continue
-                name = sidecar.name.rsplit(".", 1)[0]
-                data = batch_dir / f"{name}{DATA}"
-                if not data.exists():  # cut off before the answer: never acknowledged
-                    sidecar.unlink(missing_ok=True)
-                    continue
-                content = json.loads(sidecar.read_text())
                 batch.entries[name] = _Entry(
                     name,
                     batch_dir,
-                    ManifestInstance.model_validate(content["instance"]),
-                    float(content.get("writtenAt", time.time())),
-                    uploaded=sidecar.suffix == UPLOADED,
+                    instance,
+                    data.stat().st_mtime,
+                    uploaded=(batch_dir / f"{name}{UPLOADED}").exists(),
                 )
-            for data in batch_dir.glob(f"*{DATA}"):
-                if data.name[: -len(DATA)] not in batch.entries:
-                    data.unlink(missing_ok=True)  # never acknowledged
             sealed = batch_dir / SEALED_FILE
             if sealed.exists():
                 content = json.loads(sealed.read_text())

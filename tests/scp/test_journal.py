@@ -194,6 +194,19 @@ def test_sigkill_mid_association_then_restart_uploads_and_seals_everything(
     second = start_journal_scp()
     [manifest] = _assert_each_in_exactly_one_manifest(s3, bucket, files)
     assert manifest.seal_reason == "adopted"
+    # Nothing but the files survived the kill: every manifest line was rebuilt from its file.
+    for item in manifest.instances:
+        sent = dcmread(files[item.sop_instance_uid], stop_before_pixels=True)
+        body = s3.get_object(Bucket=bucket, Key=item.key)["Body"].read()
+        assert (item.study_instance_uid, item.series_instance_uid, item.sop_class_uid) == (
+            sent.StudyInstanceUID,
+            sent.SeriesInstanceUID,
+            sent.SOPClassUID,
+        )
+        assert item.transfer_syntax_uid == sent.file_meta.TransferSyntaxUID
+        assert item.size == len(body)
+        series_path = f"{manifest.prefix}{sent.StudyInstanceUID}/{sent.SeriesInstanceUID}"
+        assert item.key == f"{series_path}/{item.sop_instance_uid}.dcm"
     wait_for(lambda: len(_owner_dirs(journal_dir)) == 1, what="the dead owner's directory to be removed")
     assert second.stop() == 0
     assert not _owner_dirs(journal_dir)  # drained: its own directory is gone too
