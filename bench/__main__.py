@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODULES = ("scp", "sender", "workflow")
+MODULES = ("scp", "receive_path", "journal", "sender", "workflow")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "benchmarks"
 

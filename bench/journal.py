@@ -1,0 +1,192 @@
+"""The durable journal against S3 latency (``python -m bench.journal``; part of ``make bench``).
+
+The durable-journal issue's benchmark: dcmtk ``storescu`` sends 500 x 0.5 MB CT over 1 and 4
+associations to one SCP process whose S3 is moto behind a proxy that adds 0, 25 or 100 ms to every
+PUT (S3's latency as seen from AWS), acknowledging after the PUT and with the journal. Per row:
+images/s, and the drain: from the last C-STORE response to the last object in S3 and listed in a
+manifest. One more row sends with S3 down (the proxy answers 503): what the journal acknowledges
+when nothing leaves the machine, and how long it takes to drain once S3 is back. Each row runs
+``BENCH_JOURNAL_ROUNDS`` times (default 3), the modes taking turns; figures are medians with the
+min-max, the journal/acknowledge-after-PUT ratio is the median of the per-round ratios. Writes
+docs/benchmarks/journal.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.scp import (
+    CT_INSTANCES,
+    FAKE_AWS,
+    _s3_client,
+    make_ct_study,
+    moto_server,
+    new_bucket,
+    our_scp,
+    send,
+    settle_disk,
+    split,
+    wait_until_quiet,
+)
+from tests.scp.harness import FaultyS3Proxy  # the tests' proxy: put_delay, down
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULT = ROOT / "docs" / "benchmarks" / "journal.md"
+ROUNDS = int(os.environ.get("BENCH_JOURNAL_ROUNDS", "3"))
+PUT_DELAYS_MS = (0, 25, 100)
+DRAIN_TIMEOUT = 300.0
+ACK, JOURNAL, OUTAGE = "acknowledge after PUT", "journal", "journal, S3 down while sending"
+TARGET_IMAGES_PER_SECOND, TARGET_RATIO = 150, 4.0
+DRAINED_SECONDS = 2.0
+
+
+@dataclass
+class Run:
+    images_per_second: float
+    drain_seconds: float
+    sealed: int
+
+
+@dataclass
+class Series:
+    mode: str
+    delay_ms: int
+    associations: int
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(r, name) for r in self.runs)
+
+    def text(self, name: str, digits: int = 0) -> str:
+        values = [getattr(r, name) for r in self.runs]
+        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def _manifested(endpoint: str, uri: str) -> int:
+    bucket, prefix = uri[len("s3://") :].split("/", 1)
+    s3 = _s3_client(endpoint)
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/batches/"):
+        for item in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            total += len(json.loads(body)["instances"])
+    return total
+
+
+def _one(tmp: Path, endpoint: str, proxy: FaultyS3Proxy, mode: str, parts: list[Path], images: int) -> Run:
+    settle_disk()
+    work = Path(tempfile.mkdtemp(dir=tmp))
+    uri = new_bucket(endpoint)
+    env = {"AWS_ENDPOINT_URL": proxy.url, **FAKE_AWS, "SCP_DRAIN_SECONDS": "60"}
+    if mode != ACK:
+        env["SCP_JOURNAL_DIR"] = str(work / "journal")
+    try:
+        with our_scp(work, uri, 1, env) as r:
+            proxy.down = mode == OUTAGE
+            seconds = send(r.port, parts)
+            proxy.down = False
+            done = time.monotonic()
+            sealed = 0
+            while time.monotonic() < done + DRAIN_TIMEOUT:
+                sealed = _manifested(endpoint, uri)
+                if sealed >= images and r.count_stored() >= images:
+                    break
+                time.sleep(0.1)  # polling interval of the check
+            return Run(images / seconds, time.monotonic() - done, sealed)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(tmp: Path) -> list[Series]:
+    ct = make_ct_study(tmp / "ct")
+    parts = {n: split(ct, n, tmp / f"ct{n}") for n in (1, 4)}
+    plan = [(mode, d, n) for d in PUT_DELAYS_MS for n in (1, 4) for mode in (ACK, JOURNAL)] + [(OUTAGE, 0, 1)]
+    series = {key: Series(*key) for key in plan}
+    with moto_server() as endpoint:
+        proxy = FaultyS3Proxy(int(endpoint.rsplit(":", 1)[1]))
+        try:
+            for round_no in range(ROUNDS):
+                print(f"round {round_no + 1} of {ROUNDS}", flush=True)
+                for mode, delay_ms, associations in plan:
+                    proxy.put_delay = delay_ms / 1000
+                    result = _one(tmp, endpoint, proxy, mode, parts[associations], len(ct))
+                    series[(mode, delay_ms, associations)].runs.append(result)
+                    print(
+                        f"  {mode:30} +{delay_ms:3} ms/PUT x{associations}: {result.images_per_second:6.1f} "
+                        f"img/s, drained {result.drain_seconds:5.1f} s after the last response, "
+                        f"{result.sealed}/{len(ct)} in manifests",
+                        flush=True,
+                    )
+        finally:
+            proxy.close()
+    return list(series.values())
+
+
+def _ratios(series: list[Series], delay_ms: int) -> list[float]:
+    ack = next(s for s in series if (s.mode, s.delay_ms, s.associations) == (ACK, delay_ms, 1))
+    journal = next(s for s in series if (s.mode, s.delay_ms, s.associations) == (JOURNAL, delay_ms, 1))
+    return [j.images_per_second / a.images_per_second for j, a in zip(journal.runs, ack.runs, strict=True)]
+
+
+def report(series: list[Series]) -> str:
+    lines = [
+        "## The journal against S3 latency",
+        "",
+        f"Moto behind a proxy that adds a fixed delay to every PUT; CT {CT_INSTANCES} x 512 KB sent by "
+        "dcmtk `storescu` (one per association); one SCP process; the journal on the bench's temporary "
+        "directory (local disk: on EFS each synchronous file operation is a network round trip, ~1-3 ms). "
+        "Moto, the proxy, the senders and the SCP share this machine's "
+        f"{os.cpu_count()} CPUs. {ROUNDS} rounds, the rows taking turns in each: median (min-max). drain = "
+        "from the last C-STORE response to the last object in S3 and listed in a manifest.",
+        "",
+        "| mode | added per PUT | associations | images/s | drain (s) | in manifests |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in series:
+        sealed = min(r.sealed for r in s.runs)
+        lines.append(
+            f"| {s.mode} | {s.delay_ms} ms | {s.associations} | {s.text('images_per_second')} "
+            f"| {s.text('drain_seconds', 1)} | {sealed}/{CT_INSTANCES} (fewest of the rounds) |"
+        )
+    lines += ["", "| target (1 association, journal) | this run | |", "|---|---|---|"]
+    for delay_ms in PUT_DELAYS_MS[1:]:
+        journal = next(s for s in series if (s.mode, s.delay_ms, s.associations) == (JOURNAL, delay_ms, 1))
+        rate, ratios = journal.median("images_per_second"), _ratios(series, delay_ms)
+        ratio = statistics.median(ratios)
+        lines += [
+            f"| +{delay_ms} ms: >= {TARGET_IMAGES_PER_SECOND} images/s | {rate:.0f} images/s "
+            f"| {'met' if rate >= TARGET_IMAGES_PER_SECOND else 'missed'} |",
+            f"| +{delay_ms} ms: >= {TARGET_RATIO:.0f}x acknowledge-after-PUT | {ratio:.1f}x "
+            f"({min(ratios):.1f}-{max(ratios):.1f}) | {'met' if ratio >= TARGET_RATIO else 'missed'} |",
+        ]
+    drains = [s for s in series if s.mode == JOURNAL and s.associations == 4]
+    worst = max(s.median("drain_seconds") for s in drains)
+    lines.append(
+        f"| 4 associations: drains as fast as it fills (done <= {DRAINED_SECONDS:.0f} s after the last "
+        "response; a journal that fell behind needs its backlog / upload rate) "
+        f"| the longest median drain: {worst:.1f} s | {'met' if worst <= DRAINED_SECONDS else 'missed'} |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    wait_until_quiet()
+    with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
+        series = run(Path(tmp))
+    text = report(series)
+    print(text)
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(text)
+    return 0 if all(r.sealed >= CT_INSTANCES for s in series for r in s.runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
