@@ -4,8 +4,9 @@ The durable-journal issue's benchmark: dcmtk ``storescu`` sends 500 x 0.5 MB CT 
 associations to one SCP process whose S3 is moto behind a proxy that adds 0, 25 or 100 ms to every
 PUT (S3's latency as seen from AWS), acknowledging after the PUT and with the journal. Per row:
 images/s, and the drain: from the last C-STORE response to the last object in S3 and listed in a
-manifest. One more row sends with S3 down (the proxy answers 503): what the journal acknowledges
-when nothing leaves the machine, and how long it takes to drain once S3 is back. Each row runs
+manifest. One more row sends while S3 is unreachable (the proxy stalls every PUT until the
+senders are done): what the journal acknowledges when no upload gets through (and costs no CPU),
+and how long it takes to drain once S3 is back. Each row runs
 ``BENCH_JOURNAL_ROUNDS`` times (default 3), the modes taking turns; figures are medians with the
 min-max, the journal/acknowledge-after-PUT ratio is the median of the per-round ratios. Writes
 docs/benchmarks/journal.md.
@@ -43,7 +44,7 @@ RESULT = ROOT / "docs" / "benchmarks" / "journal.md"
 ROUNDS = int(os.environ.get("BENCH_JOURNAL_ROUNDS", "3"))
 PUT_DELAYS_MS = (0, 25, 100)
 DRAIN_TIMEOUT = 300.0
-ACK, JOURNAL, OUTAGE = "acknowledge after PUT", "journal", "journal, S3 down while sending"
+ACK, JOURNAL, OUTAGE = "acknowledge after PUT", "journal", "journal, S3 unreachable while sending"
 TARGET_IMAGES_PER_SECOND, TARGET_RATIO = 150, 4.0
 DRAINED_SECONDS = 2.0
 
@@ -90,9 +91,9 @@ def _one(tmp: Path, endpoint: str, proxy: FaultyS3Proxy, mode: str, parts: list[
         env["SCP_JOURNAL_DIR"] = str(work / "journal")
     try:
         with our_scp(work, uri, 1, env) as r:
-            proxy.down = mode == OUTAGE
+            proxy.unreachable = mode == OUTAGE
             seconds = send(r.port, parts)
-            proxy.down = False
+            proxy.unreachable = False
             done = time.monotonic()
             sealed = 0
             while time.monotonic() < done + DRAIN_TIMEOUT:

@@ -121,6 +121,8 @@ class FaultyS3Proxy:
     ``down``: every request fails with 503 (an S3 outage, as seen by the SCP).
     ``put_delay``: seconds added before each PUT/POST is forwarded (S3's latency as seen from AWS).
     ``drop_puts``: PUT/POST connections are closed without an answer (a lost request).
+    ``unreachable``: PUT/POST requests stall, unread and unanswered, until it is set back to False
+    and then go through (S3 black-holed for a while: the uploads wait, costing no CPU).
     """
 
     def __init__(self, upstream_port: int):
@@ -129,6 +131,8 @@ class FaultyS3Proxy:
         self.down = False
         self.put_delay = 0.0
         self.drop_puts = False
+        self._reachable = threading.Event()
+        self._reachable.set()
         self.failed_requests = 0
         self.puts = 0
         proxy = self
@@ -137,6 +141,8 @@ class FaultyS3Proxy:
             protocol_version = "HTTP/1.1"
 
             def _forward(self) -> None:
+                if self.command in ("PUT", "POST"):
+                    proxy._reachable.wait()
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 if self.command in ("PUT", "POST"):
@@ -189,7 +195,19 @@ class FaultyS3Proxy:
         self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
+    @property
+    def unreachable(self) -> bool:
+        return not self._reachable.is_set()
+
+    @unreachable.setter
+    def unreachable(self, value: bool) -> None:
+        if value:
+            self._reachable.clear()
+        else:
+            self._reachable.set()
+
     def close(self) -> None:
+        self._reachable.set()  # let stalled requests finish
         self._server.shutdown()
         self._server.server_close()
 

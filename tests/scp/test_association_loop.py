@@ -15,6 +15,7 @@ tests/e2e/test_commitment_e2e.py.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import subprocess
 from io import BytesIO
@@ -31,6 +32,7 @@ from core.commitment import STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH
 from core.scp_settings import ScpSettings
 from scp.association_loop import STOCK_ENV, LoopAssociation, decode_command, response
 from scp.server import StoreScp
+from tests.scp.certificates import make_pki
 from tests.scp.dicom_factory import _dataset_offset, dataset_bytes, write_instance
 from tests.scp.harness import associate, file_contexts, raw_sending, send_files, wait_for
 from tests.scp.manifests import sha256_hex, wait_file_manifests
@@ -250,8 +252,9 @@ def test_a_pdu_longer_than_our_maximum_aborts_the_association_without_allocating
         assert send_files(scp.port, [path]) == [0]  # and it goes on serving
 
 
-def test_storage_commitment_n_action_is_served_by_the_loop_with_its_status(
-    tmp_path, monkeypatch, moto_endpoint
+@pytest.mark.parametrize("transport", ["plain", "tls"])
+def test_storage_commitment_n_action_gets_its_status_on_the_loop_and_over_tls_on_pynetdicom(
+    tmp_path, monkeypatch, moto_endpoint, transport
 ):
     # The refusals are decided before the table is touched; the table only has to be configured.
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_endpoint)
@@ -259,25 +262,35 @@ def test_storage_commitment_n_action_is_served_by_the_loop_with_its_status(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     path = write_instance(tmp_path / "1.dcm")
+    tls, tls_args = {}, None
+    if transport == "tls":
+        pki = make_pki(tmp_path / "pki")
+        tls = dict(tls_enabled=True, tls_port=0, tls_cert_file=pki.server_cert, tls_key_file=pki.server_key)
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.ca_cert))
+        tls_args = (client, "localhost")
     settings = _settings(
         tmp_path,
         commitment_table="commitments",
         commitment_peers=["OTHER-AE=127.0.0.1:1"],  # none for TESTSCU
         commitment_poll_seconds=3600,
+        **tls,
     )
     with StoreScp(settings) as scp:
         assoc = associate(
-            scp.port,
+            scp.tls_port if tls else scp.port,
             [
                 *file_contexts([path]),
                 (STORAGE_COMMITMENT_PUSH_MODEL, ImplicitVRLittleEndian),
                 (VERIFICATION, ExplicitVRLittleEndian),
             ],
+            tls_args=tls_args,
         )
         assert assoc.is_established
         [session] = wait_for(lambda: scp.sessions.all(), what="the session")
-        wait_for(lambda: not session.assoc.dul.is_alive(), what="the DUL to hand over")
-        assert isinstance(session.assoc, LoopAssociation)
+        if tls:  # the report would be written from another thread: pynetdicom's reactor keeps it
+            assert session.assoc.dul.is_alive()
+        else:
+            wait_for(lambda: not session.assoc.dul.is_alive(), what="the DUL to hand over")
         request = Dataset()
         request.TransactionUID = "1.2.3.4.5"
         item = Dataset()
