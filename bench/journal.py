@@ -46,7 +46,8 @@ PUT_DELAYS_MS = (0, 25, 100)
 DRAIN_TIMEOUT = 300.0
 ACK, JOURNAL, OUTAGE = "acknowledge after PUT", "journal", "journal, S3 unreachable while sending"
 TARGET_IMAGES_PER_SECOND, TARGET_RATIO = 150, 4.0
-DRAINED_SECONDS = 2.0
+UPLOADS = 16  # SCP_JOURNAL_UPLOADS, the default
+KEPT_UP = 2 * UPLOADS
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Run:
     images_per_second: float
     drain_seconds: float
     sealed: int
+    behind: int  # acknowledged but not yet in S3 when the last sender finished
 
 
 @dataclass
@@ -93,6 +95,7 @@ def _one(tmp: Path, endpoint: str, proxy: FaultyS3Proxy, mode: str, parts: list[
         with our_scp(work, uri, 1, env) as r:
             proxy.unreachable = mode == OUTAGE
             seconds = send(r.port, parts)
+            behind = images - r.count_stored()
             proxy.unreachable = False
             done = time.monotonic()
             sealed = 0
@@ -101,7 +104,7 @@ def _one(tmp: Path, endpoint: str, proxy: FaultyS3Proxy, mode: str, parts: list[
                 if sealed >= images and r.count_stored() >= images:
                     break
                 time.sleep(0.1)  # polling interval of the check
-            return Run(images / seconds, time.monotonic() - done, sealed)
+            return Run(images / seconds, time.monotonic() - done, sealed, behind)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -148,14 +151,16 @@ def report(series: list[Series]) -> str:
         f"{os.cpu_count()} CPUs. {ROUNDS} rounds, the rows taking turns in each: median (min-max). drain = "
         "from the last C-STORE response to the last object in S3 and listed in a manifest.",
         "",
-        "| mode | added per PUT | associations | images/s | drain (s) | in manifests |",
-        "|---|---|---|---|---|---|",
+        "| mode | added per PUT | associations | images/s | not yet in S3 at the last response | drain (s) "
+        "| in manifests |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in series:
         sealed = min(r.sealed for r in s.runs)
         lines.append(
             f"| {s.mode} | {s.delay_ms} ms | {s.associations} | {s.text('images_per_second')} "
-            f"| {s.text('drain_seconds', 1)} | {sealed}/{CT_INSTANCES} (fewest of the rounds) |"
+            f"| {s.text('behind')} | {s.text('drain_seconds', 1)} "
+            f"| {sealed}/{CT_INSTANCES} (fewest of the rounds) |"
         )
     lines += ["", "| target (1 association, journal) | this run | |", "|---|---|---|"]
     for delay_ms in PUT_DELAYS_MS[1:]:
@@ -169,13 +174,31 @@ def report(series: list[Series]) -> str:
             f"({min(ratios):.1f}-{max(ratios):.1f}) | {'met' if ratio >= TARGET_RATIO else 'missed'} |",
         ]
     drains = [s for s in series if s.mode == JOURNAL and s.associations == 4]
-    worst = max(s.median("drain_seconds") for s in drains)
+    worst = max(s.median("behind") for s in drains)
     lines.append(
-        f"| 4 associations: drains as fast as it fills (done <= {DRAINED_SECONDS:.0f} s after the last "
-        "response; a journal that fell behind needs its backlog / upload rate) "
-        f"| the longest median drain: {worst:.1f} s | {'met' if worst <= DRAINED_SECONDS else 'missed'} |"
+        f"| 4 associations: drains as fast as it fills (at the last response at most {KEPT_UP} images not "
+        f"yet in S3: twice the {UPLOADS} uploads in flight) | the largest median backlog: {worst:.0f} "
+        f"| {'met' if worst <= KEPT_UP else 'missed'} |"
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", FINDINGS]) + "\n"
+
+
+FINDINGS = """\
+### Reading these figures
+
+- What the journal acknowledges is the "S3 unreachable" row: with no upload getting through (and
+  none costing CPU) one association runs at disk speed, above 150 images/s.
+- With the uploads running, the SCP process spends ~3.8 ms of CPU per upload here (boto3: request
+  building and signing, SigV4 hashing the payload because moto is plain HTTP, a new connection
+  per request because moto's server closes each one, the kernel's loopback copies), twice its
+  receive path, on the same GIL as the association loop; and moto verifying and storing each PUT
+  takes the rest of the 2 cores. That caps one association at ~90 images/s whatever the PUT
+  latency (the journal rows), and it is why 4 associations fill the journal faster than it
+  drains here (the backlog column) and why +25 ms stays under 4x.
+- In AWS the same upload has no payload hashing (HTTPS), reuses connections, and moto's share is
+  S3's. The next step on this side is an upload path that leaves the GIL (awscrt's S3 client);
+  the figures that matter are then one association's rate on EFS and the CPU per image on
+  Fargate, which this machine cannot measure."""
 
 
 def main() -> int:

@@ -819,58 +819,42 @@ How measured (`python -m bench.scp`, about 4-6 minutes once the machine is quiet
 - stored: files found in the receiver's storage afterwards. Our SCP fsyncs each object (and its
   directory) before it answers 0x0000; dcmtk and pynetdicom's apps write without fsync.
 - "stock receive path" rows run our SCP with `DICOM_SCP_STOCK_RECEIVE=1`: pynetdicom 3.0.4's own
-  polling reactors, 4 KB socket reads and spooling instead of `scp/fast_transport.py`.
+  DUL and DIMSE after negotiation instead of `scp/association_loop.py`.
 - The machine is shared by sender, receiver (and moto): on 2 cores the sender's CPU is part of
   every figure."""
 
 
 FINDINGS = """\
-### Where the time goes, what changed
+### Where the time goes
 
 - Per image our SCP receives the PDUs, spools the dataset, answers, and in between makes it
   durable: fsync the spooled file, rename it into the store, fsync the directory. The sender waits
   for each response before it sends the next image, so one association runs these in series; the
   durable write alone is the "durable write" figure above.
-- This round (compare the baseline rows): the dataset is spooled by `scp/spool.py` as it arrives,
-  hashed (SHA-256) and its first 64 KB kept on the way; the Study/Series UIDs are read from those
-  bytes (`scp/header.py`, pydicom only when they do not settle it); the file backend renames the
-  spool file into place instead of copying it (one write of the data instead of two, no second
-  hash pass); P-DATA values are memoryviews into the one buffer each PDU is received into
-  (pynetdicom made three more PDU-sized copies: about 1.6 ms of CPU per 0.5 MB image here);
-  `python -m scp` keeps pydicom's optional numpy and requests imports out (~17 MiB of RSS).
-- Earlier rounds: `scp/fast_transport.py` (compare the "stock receive path" rows) waits in
-  `select` instead of 1 ms sleeps, reads whole PDUs with `recv_into`, sets TCP_QUICKACK so a
-  sender with Nagle on does not wait for our delayed ACK, and encodes C-STORE responses directly;
-  TCP_NODELAY on accepted sockets.
-- `SCP_WORKERS` > 1 runs several processes on the port (SO_REUSEPORT); it pays off only when a
-  second core is free for the SCP (the senders run on the same 2 cores here).
-- What is left per image is mostly pynetdicom's own work (state machine, command set decoding
-  with pydicom, the hand-off between the connection thread and the association thread) and the
-  two fsyncs (two journal commits on ext4). Both fsyncs are kept on purpose: the data must be
-  durable before the rename makes it visible under its key, and the directory entry before the
-  response; acknowledgements are not batched.
+- After negotiation one loop per association (`scp/association_loop.py`) reads whole PDUs into one
+  buffer, decodes command sets itself and spools, hashes (SHA-256) and walks each dataset as its
+  fragments arrive (`scp/spool.py`, `scp/completeness.py`); the Study/Series UIDs come from the
+  first 64 KB (`scp/header.py`); the file backend renames the spool file into place. The "stock
+  receive path" rows are pynetdicom's own machinery after the same negotiation.
+- What is left per image is the bytes and the disk: copying the dataset out of the socket and into
+  the file, its SHA-256 (kept: S3 verifies it and the import validates it), and the two fsyncs.
+  Both fsyncs are kept on purpose: the data must be durable before the rename makes it visible
+  under its key, and the directory entry before the response; acknowledgements are not batched.
+- `SCP_WORKERS` (default: one process per CPU) runs several processes on the port
+  (SO_REUSEPORT); on these 2 cores the senders take part of the second one.
 
-### Conclusions (from the run recorded above; re-check them when the table changes)
+### Reading these figures
 
-- No target is met on this 2-core machine, but every figure moved: compare "ours, file, 1 worker"
-  with the baseline rows (images/s up, receiver CPU per image about halved, peak RSS under 64 MiB).
-  images/s varies by about +-15% from run to run even on a quiet machine; receiver CPU per image
-  is steadier.
-- The issue's 500-700 images/s for dcmtk is dcmtk without Nagle's algorithm at both ends and
-  without fsync ("TCP_NODELAY=1 on both ends" rows). `storescu` as shipped keeps Nagle on, which
-  costs dcmtk `storescp` most of that; it costs ours little (TCP_QUICKACK): the "storescu
-  TCP_NODELAY=1" rows of ours are within the run-to-run spread of the plain ones.
-- One association: the SCP answers each image after its CPU work and the durable write, in series
-  (the bound in the disk paragraph); the rest of the gap to the bound is the sender and the
-  hand-offs between threads. 250 images/s needs durable write + CPU per image <= 4 ms, so CPU per
-  image well under 3 ms: it is now mostly pynetdicom's per-message work (command set decoding with
-  pydicom, the state machine, the thread hand-off), against about 1 ms for dcmtk. That is where
-  the next gains are.
-- Four associations: senders and SCP share 2 cores; the SCP's CPU per image times images/s is
-  close to one core, so a second worker helps only as far as a core is free (here it does not).
-- 50 MB objects: the data is written once (renamed into place) and fsynced; the disk's sequential
-  rate with fsync (disk paragraph) caps any receiver that makes objects durable, and it is below
-  400 MB/s here, so that target cannot be reached on this disk whatever the SCP does."""
+- One run per row. This machine's speed changes from minute to minute (other tenants, writeback of
+  what earlier rows wrote): the same row varies by 2x between runs, dcmtk's too. The rounds-based
+  comparison with dcmtk (medians, spread, ratios per round) is docs/benchmarks/receive-path.md, and
+  the journal against S3 latency is docs/benchmarks/journal.md.
+- dcmtk's best figures are dcmtk without Nagle's algorithm at both ends and without fsync
+  ("TCP_NODELAY=1 on both ends" rows). `storescu` as shipped keeps Nagle on, which costs dcmtk
+  `storescp` most of its speed; it costs ours little (TCP_QUICKACK before each read).
+- 50 MB objects: the data is written once (renamed into place) and fsynced; the sender
+  (`storescu` reading 50 MB files) and the disk's sequential rate with fsync cap every receiver
+  that makes objects durable."""
 
 
 BASELINE_ENV = "BENCH_SCP_BASELINE"  # a git revision whose SCP runs next to this one (before/after)
