@@ -29,6 +29,7 @@ from bench.scp import (
     FAKE_AWS,
     _s3_client,
     make_ct_study,
+    median_spread,
     moto_server,
     new_bucket,
     our_scp,
@@ -69,8 +70,7 @@ class Series:
         return statistics.median(getattr(r, name) for r in self.runs)
 
     def text(self, name: str, digits: int = 0) -> str:
-        values = [getattr(r, name) for r in self.runs]
-        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+        return median_spread([getattr(r, name) for r in self.runs], digits)
 
 
 def _manifested(endpoint: str, uri: str) -> int:
@@ -170,8 +170,8 @@ def report(series: list[Series]) -> str:
         lines += [
             f"| +{delay_ms} ms: >= {TARGET_IMAGES_PER_SECOND} images/s | {rate:.0f} images/s "
             f"| {'met' if rate >= TARGET_IMAGES_PER_SECOND else 'missed'} |",
-            f"| +{delay_ms} ms: >= {TARGET_RATIO:.0f}x acknowledge-after-PUT | {ratio:.1f}x "
-            f"({min(ratios):.1f}-{max(ratios):.1f}) | {'met' if ratio >= TARGET_RATIO else 'missed'} |",
+            f"| +{delay_ms} ms: >= {TARGET_RATIO:.0f}x acknowledge-after-PUT "
+            f"| {median_spread(ratios, 1, 'x')} | {'met' if ratio >= TARGET_RATIO else 'missed'} |",
         ]
     drains = [s for s in series if s.mode == JOURNAL and s.associations == 4]
     worst = max(s.median("behind") for s in drains)

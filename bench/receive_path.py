@@ -31,6 +31,7 @@ from bench.scp import (
     make_large_objects,
     measure,
     measure_disk,
+    median_spread,
     our_scp,
     settle_disk,
     split,
@@ -61,8 +62,7 @@ class Series:
         return [pick(r) for r in self.rows]
 
     def text(self, pick: Callable[[Row], float], digits: int = 0) -> str:
-        values = self.values(pick)
-        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+        return median_spread(self.values(pick), digits)
 
 
 def _receivers(associations: int) -> dict[str, Callable[[Path], AbstractContextManager]]:
@@ -121,10 +121,6 @@ def _ratios(series: list[Series], workload: str, associations: int, receiver: st
     return [o.images_per_second / r.images_per_second for o, r in zip(ours.rows, ref.rows, strict=False)]
 
 
-def _spread(values: list[float], digits: int = 2) -> str:
-    return f"{statistics.median(values):.{digits}f}x ({min(values):.{digits}f}-{max(values):.{digits}f})"
-
-
 def report(series: list[Series], disk_mb_s: float) -> str:
     lines = [
         "## The receive path against dcmtk",
@@ -160,10 +156,10 @@ def report(series: list[Series], disk_mb_s: float) -> str:
     for (workload, associations), target in RATIO_TARGETS.items():
         ratios = _ratios(series, workload, associations, LOOP)
         met = "met" if statistics.median(ratios) >= target else "missed"
-        stock = _spread(_ratios(series, workload, associations, STOCK))
+        stock = median_spread(_ratios(series, workload, associations, STOCK), 2, "x")
         lines.append(
             f"| {associations} association{'s' if associations > 1 else ''} >= {target}x storescp "
-            f"| {_spread(ratios)} (stock path: {stock}) | {met} |"
+            f"| {median_spread(ratios, 2, 'x')} (stock path: {stock}) | {met} |"
         )
     lines += [
         f"| CPU <= {CPU_TARGET_MS} ms per 0.5 MB image | {cpu:.2f} ms | "

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -514,6 +515,12 @@ def wait_until_quiet() -> float:
     if load > QUIET_LOAD:
         print(f"still busy (load {load:.2f}); measuring anyway, the figures will say so", flush=True)
     return load
+
+
+def median_spread(values: list[float], digits: int = 0, unit: str = "") -> str:
+    """``median (min-max)`` of repeated measurements: how the rounds-based benchmarks report."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f}{unit} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 SETTLE_TIMEOUT = 60.0
