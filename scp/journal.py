@@ -191,7 +191,7 @@ def owner_name(task_id: str) -> str:
 
 
 def _journal_spooled(entry: _Entry) -> Spooled:
-    """The journal file as a ``Spooled`` for the storage backend's ``put_file`` (hash known)."""
+    """The journal file as a ``Spooled`` for the storage backend's ``upload_file`` (hash known)."""
     instance = entry.instance
     return Spooled(
         path=entry.data,
@@ -381,7 +381,7 @@ class Journal:
     def _upload(self, batch: _Batch, entry: _Entry) -> None:
         started = time.perf_counter()
         try:
-            self.storage.put_file(entry.instance.key, _journal_spooled(entry))
+            self.storage.upload_file(entry.instance.key, _journal_spooled(entry))
         except StorageError as exc:
             entry.attempts += 1
             self.metrics.journal_upload_failed()
@@ -504,7 +504,7 @@ class Journal:
         for instance in missing:
             new_key = new_prefix + instance.key[len(batch.prefix) :]
             spooled = _journal_spooled(entries[instance.key])
-            self.storage.put_file(new_key, spooled)
+            self.storage.upload_file(new_key, spooled)
             moved.append(instance.model_copy(update={"key": new_key}))
         manifest = self._manifest(batch, new_id, new_prefix, moved)
         new_key = self.storage.full_key(manifest_key(new_id))

@@ -50,6 +50,10 @@ class Storage(Protocol):
         The backend may take the file (move it into place); the caller discards it afterwards.
         """
 
+    def upload_file(self, key: str, spooled: Spooled) -> StoredObject:
+        """``put_file`` for a caller that retries without end (the journal's uploader): a backend
+        may use a client that retries by itself and costs less CPU (S3: awscrt's)."""
+
     def put_bytes(self, key: str, data: bytes, content_type: str) -> StoredObject:
         """Store a small object (a manifest); durable when this returns."""
 

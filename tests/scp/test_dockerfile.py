@@ -19,6 +19,7 @@ DISTRIBUTIONS = {
     "pydicom": "pydicom",
     "boto3": "boto3",
     "botocore": "botocore",
+    "awscrt": "awscrt",
 }
 
 
