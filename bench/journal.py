@@ -186,19 +186,18 @@ def report(series: list[Series]) -> str:
 FINDINGS = """\
 ### Reading these figures
 
-- What the journal acknowledges is the "S3 unreachable" row: with no upload getting through (and
-  none costing CPU) one association runs at disk speed, above 150 images/s.
-- With the uploads running, the SCP process spends ~3.8 ms of CPU per upload here (boto3: request
-  building and signing, SigV4 hashing the payload because moto is plain HTTP, a new connection
-  per request because moto's server closes each one, the kernel's loopback copies), twice its
-  receive path, on the same GIL as the association loop; and moto verifying and storing each PUT
-  takes the rest of the 2 cores. That caps one association at ~90 images/s whatever the PUT
-  latency (the journal rows), and it is why 4 associations fill the journal faster than it
-  drains here (the backlog column) and why +25 ms stays under 4x.
-- In AWS the same upload has no payload hashing (HTTPS), reuses connections, and moto's share is
-  S3's. The next step on this side is an upload path that leaves the GIL (awscrt's S3 client);
-  the figures that matter are then one association's rate on EFS and the CPU per image on
-  Fargate, which this machine cannot measure."""
+- What the journal acknowledges when nothing competes for the CPU is the "S3 unreachable" row: no
+  upload gets through (and none costs CPU), one association runs at disk speed.
+- The uploads go through awscrt's S3 client (`scp/storage/s3_crt.py`): ~1.2 ms of the process's
+  CPU per 0.5 MB PUT, in C threads that do not hold the GIL. With boto3 (this bench's previous
+  run, same machine) each upload cost ~3.8 ms of Python on the association loop's GIL, and one
+  association stayed at ~90 images/s whatever the PUT latency (+25 ms: 3.5x; +100 ms: 10.6x).
+- Four associations: the journal fills faster than moto can take PUTs. Moto (one Python process
+  parsing, verifying and storing every 0.5 MB PUT, on the same 2 cores) absorbs about what the
+  acknowledge-after-PUT rows on 4 associations show; the backlog column is what was still to go
+  at the last response, and the drain column how long it took. In AWS the other side is S3.
+- What this machine cannot measure: one association on EFS (each synchronous file operation a
+  network round trip), and the CPU per image on Fargate."""
 
 
 def main() -> int:
