@@ -22,6 +22,11 @@ MAX_PARTS = 10_000
 _TRANSIENT_CODES = {"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "BadDigest"}
 
 
+def transient_failure(status: int, code: str) -> bool:
+    """Whether an S3 error response is worth another try (both clients: boto3 and awscrt)."""
+    return status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+
+
 def _b64_sha256(data: bytes) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
@@ -33,7 +38,7 @@ def _storage_error(exc: Exception, what: str) -> StorageError:
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.get("Code", "")
-        transient = status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+        transient = transient_failure(status, code)
         return StorageError(f"{what}: S3 {code or status}", transient=transient)
     return StorageError(f"{what}: {type(exc).__name__}: {exc}", transient=True)
 

@@ -18,17 +18,21 @@ interface endpoint) is addressed path-style, S3's own endpoint virtual-hosted.
 from __future__ import annotations
 
 import base64
+import os
+import re
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from scp.storage.base import StorageError
+from scp.storage.s3 import transient_failure
 
 UPLOAD_TIMEOUT = 60.0  # seconds for one PUT, as boto3's read timeout in S3Storage
 CONNECT_TIMEOUT_MS = 5000  # as boto3's connect timeout in S3Storage
 # The client retries by itself and cannot be told not to: once, quickly, so that a failing PUT
 # comes back to the journal's own retry loop (and its metrics, and a SIGTERM) within a second.
 RETRY = {"max_retries": 1, "backoff_scale_factor_ms": 100, "max_backoff_secs": 1}
-_RETRIED_BY_S3_CODES = ("RequestTimeout", "SlowDown", "BadDigest", "InternalError", "ServiceUnavailable")
+CA_BUNDLE_ENV = "AWS_CA_BUNDLE"  # boto3's too: a site's TLS-inspecting proxy, a test's CA
+_ERROR_CODE = re.compile(rb"<Code>([^<]+)</Code>")  # in S3's XML error body
 
 
 class CrtPutter:
@@ -48,14 +52,19 @@ class CrtPutter:
             frozen = credentials.get_frozen_credentials()
             return auth.AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
 
-        bootstrap = io.ClientBootstrap.get_or_create_static_default()
+        tls = None
+        if endpoint.scheme == "https":
+            options = io.TlsContextOptions()
+            if os.environ.get(CA_BUNDLE_ENV):
+                options.override_default_trust_store_from_path(ca_filepath=os.environ[CA_BUNDLE_ENV])
+            tls = io.ClientTlsContext(options).new_connection_options()
+            tls.set_server_name(endpoint.hostname if self._path_style else f"{bucket}.{endpoint.hostname}")
         self._client = s3.S3Client(
-            bootstrap=bootstrap,
+            bootstrap=io.ClientBootstrap.get_or_create_static_default(),
             region=boto_client.meta.region_name,
             credential_provider=auth.AwsCredentialsProvider.new_delegate(current),
-            tls_mode=s3.S3RequestTlsMode.ENABLED
-            if endpoint.scheme == "https"
-            else s3.S3RequestTlsMode.DISABLED,
+            tls_mode=s3.S3RequestTlsMode.ENABLED if tls else s3.S3RequestTlsMode.DISABLED,
+            tls_connection_options=tls,
             retry_config=s3.S3RetryConfig(**RETRY),
             connect_timeout_ms=CONNECT_TIMEOUT_MS,
         )
@@ -85,9 +94,11 @@ class CrtPutter:
             request.finished_future.result(UPLOAD_TIMEOUT)
         except self._s3.S3ResponseError as exc:
             status = int(exc.status_code or 0)
-            body = (exc.body or b"").decode("utf-8", "replace")
-            retried = status >= 500 or status in (408, 429) or any(c in body for c in _RETRIED_BY_S3_CODES)
-            raise StorageError(f"PUT {key}: S3 {status} {exc.name}", transient=retried) from None
+            found = _ERROR_CODE.search(exc.body or b"")
+            code = found.group(1).decode("ascii", "replace") if found else ""
+            raise StorageError(
+                f"PUT {key}: S3 {status} {code or exc.name}", transient=transient_failure(status, code)
+            ) from None
         except AwsCrtError as exc:  # connection, DNS, TLS, timeout: worth another try
             raise StorageError(f"PUT {key}: {exc.name}", transient=True) from None
         except TimeoutError:

@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -125,7 +126,8 @@ class FaultyS3Proxy:
     and then go through (S3 black-holed for a while: the uploads wait, costing no CPU).
     """
 
-    def __init__(self, upstream_port: int):
+    def __init__(self, upstream_port: int, tls: ssl.SSLContext | None = None):
+        """``tls``: serve HTTPS with this server context (the clients' TLS paths)."""
         self.upstream_port = upstream_port
         self.fail_keys_containing: set[str] = set()
         self.down = False
@@ -191,8 +193,10 @@ class FaultyS3Proxy:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property

@@ -1,16 +1,19 @@
 """The journal's uploads (``S3Storage.upload_file``, awscrt) against moto: the same object as
-``put_file`` writes, and failures classed as the journal's retry loop needs them."""
+``put_file`` writes, failures classed as the journal's retry loop needs them, and HTTPS with the
+CA of ``AWS_CA_BUNDLE`` (as in AWS, or behind a site's TLS-inspecting proxy)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import ssl
 
 import pytest
 
 from scp.spool import Spooled
 from scp.storage import StorageError
 from scp.storage.s3 import S3Storage
+from tests.scp.certificates import make_pki
 from tests.scp.harness import FAKE_AWS, FaultyS3Proxy
 
 
@@ -67,3 +70,18 @@ def test_upload_failures_are_transient_unless_s3_refuses_for_good(
         assert outage.value.transient and str(outage.value).startswith("PUT k.dcm:")  # CRT: S3_SLOW_DOWN
     finally:
         proxy.close()
+
+
+def test_upload_over_https_trusts_aws_ca_bundle(aws_env, monkeypatch, moto_endpoint, s3, bucket, tmp_path):
+    pki = make_pki(tmp_path / "pki")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(pki.server_cert, pki.server_key)
+    proxy = FaultyS3Proxy(int(moto_endpoint.rsplit(":", 1)[1]), tls=server)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url.replace("127.0.0.1", "localhost"))
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(pki.ca_cert))  # boto3 and the CRT client both
+        data = secrets.token_bytes(10_000)
+        S3Storage(bucket, "", part_size=8 * 1024 * 1024).upload_file("tls.dcm", _spooled(tmp_path, data))
+    finally:
+        proxy.close()
+    assert s3.get_object(Bucket=bucket, Key="tls.dcm")["Body"].read() == data
