@@ -40,6 +40,7 @@ class TransientError(Exception):
 
 
 # --- Tags ---------------------------------------------------------------------------------
+SHA256_METADATA = "sha256"  # S3 user metadata the SCP writes on every object: its hex SHA-256
 IMPORTED_TAG = ("ahi-imported", "true")  # cleanup mode "tag": a lifecycle rule expires these
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import ClientError
 
+from core.contracts import SHA256_METADATA
 from core.layout import (
     BATCH_ID_PATTERN,
     INCOMING_PREFIX,
@@ -70,7 +71,7 @@ def describe_object(s3: Any, bucket: str, listed: dict[str, Any]) -> ManifestIns
     key = listed["Key"]
     found = objects.probe(s3, bucket, key, HEADER_PROBE_BYTES)
     data, size, metadata = found if found is not None else (b"", int(listed["Size"]), {})
-    sha256 = metadata.get("sha256", "")
+    sha256 = metadata.get(SHA256_METADATA, "")
     if not sha256:  # not written by our SCP: hash the bytes themselves
         if size > len(data):
             data = objects.read(s3, bucket, key)

@@ -16,6 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from core.contracts import SHA256_METADATA
 from core.layout import BatchManifest, ManifestInstance
 from handlers import aws, objects
 from handlers.dicom_header import HEADER_PROBE_BYTES, NotPart10, Truncated, parse_header
@@ -54,7 +55,7 @@ def check_instance(s3: Any, bucket: str, manifest: BatchManifest, instance: Mani
     data, size, metadata = found
     if size != instance.size:
         return Verdict(instance, f"object is {size} bytes, the manifest records {instance.size}")
-    if metadata.get("sha256", "").lower() != instance.sha256.lower():
+    if metadata.get(SHA256_METADATA, "").lower() != instance.sha256.lower():
         return Verdict(instance, "object sha256 metadata differs from the manifest's checksum")
     try:
         try:

@@ -195,6 +195,12 @@ class AcceptedContext:
     abstract_syntax: str
     transfer_syntax: str
 
+    @property
+    def encoding(self) -> tuple[bool, bool, bool]:
+        """(implicit VR, little endian, deflated): how pynetdicom's dsutils encode/decode its datasets."""
+        syntax = UID(self.transfer_syntax)
+        return syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated
+
 
 @dataclass(frozen=True)
 class StoreEvent:
@@ -227,13 +233,7 @@ class ActionEvent:
         """The Action Information, decoded on demand (an undecodable one raises, as in pynetdicom)."""
         if self.encoded_information is None:
             return None
-        syntax = UID(self.context.transfer_syntax)
-        return decode(
-            BytesIO(self.encoded_information),
-            syntax.is_implicit_VR,
-            syntax.is_little_endian,
-            syntax.is_deflated,
-        )
+        return decode(BytesIO(self.encoded_information), *self.context.encoding)
 
 
 class _Discard:
@@ -541,8 +541,7 @@ class AssociationLoop:
         context = next((c for c in self.contexts.values() if c.abstract_syntax == class_uid), None)
         if context is None:
             raise ValueError(f"no accepted presentation context for {class_uid}")
-        syntax = UID(context.transfer_syntax)
-        information = encode(dataset, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated)
+        information = encode(dataset, *context.encoding)
         with self._report_lock:
             if not self.assoc.is_established:
                 raise RuntimeError("the association is no longer established")

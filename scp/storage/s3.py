@@ -13,13 +13,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from core.contracts import SHA256_METADATA
 from scp.spool import Spooled
 from scp.storage.base import StorageError, StoredObject
 
 DICOM_CONTENT_TYPE = "application/dicom"
+CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS = 5, 60  # both S3 clients (boto3, awscrt)
 MAX_PARTS = 10_000
 # Client errors that are worth another try; other 4xx are permanent (no bucket, denied, ...).
 _TRANSIENT_CODES = {"RequestTimeout", "SlowDown", "Throttling", "ThrottlingException", "BadDigest"}
+
+
+def checksum_value(sha256_hex: str) -> str:
+    """A hex SHA-256 as S3's checksum value (base64 of the digest): ChecksumSHA256, its header."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode("ascii")
 
 
 def transient_failure(status: int, code: str) -> bool:
@@ -67,8 +74,8 @@ class S3Storage:
                     "s3",
                     config=Config(
                         retries={"total_max_attempts": 1},
-                        connect_timeout=5,
-                        read_timeout=60,
+                        connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                        read_timeout=READ_TIMEOUT_SECONDS,
                         max_pool_connections=self.max_connections,
                     ),
                 )
@@ -145,8 +152,8 @@ class S3Storage:
                 Body=data,
                 ContentType=content_type,
                 ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode("ascii"),
-                Metadata={"sha256": sha256},
+                ChecksumSHA256=checksum_value(sha256),
+                Metadata={SHA256_METADATA: sha256},
                 **({"IfNoneMatch": "*"} if if_absent else {}),
             )
         except Exception as exc:
@@ -165,7 +172,7 @@ class S3Storage:
                 Key=key,
                 ContentType=DICOM_CONTENT_TYPE,
                 ChecksumAlgorithm="SHA256",
-                Metadata={"sha256": sha256},
+                Metadata={SHA256_METADATA: sha256},
             )["UploadId"]
         except Exception as exc:
             raise _storage_error(exc, f"multipart start {key}") from exc

@@ -17,17 +17,19 @@ interface endpoint) is addressed path-style, S3's own endpoint virtual-hosted.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from scp.storage.base import StorageError
-from scp.storage.s3 import transient_failure
+from awscrt import auth, io, s3
+from awscrt.exceptions import AwsCrtError
+from awscrt.http import HttpHeaders, HttpRequest
 
-UPLOAD_TIMEOUT = 60.0  # seconds for one PUT, as boto3's read timeout in S3Storage
-CONNECT_TIMEOUT_MS = 5000  # as boto3's connect timeout in S3Storage
+from core.contracts import SHA256_METADATA
+from scp.storage.base import StorageError
+from scp.storage.s3 import CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS, checksum_value, transient_failure
+
 # The client retries by itself and cannot be told not to: once, quickly, so that a failing PUT
 # comes back to the journal's own retry loop (and its metrics, and a SIGTERM) within a second.
 RETRY = {"max_retries": 1, "backoff_scale_factor_ms": 100, "max_backoff_secs": 1}
@@ -40,9 +42,6 @@ class CrtPutter:
 
     def __init__(self, boto_client: Any, credentials: Any, bucket: str):
         """``credentials``: the boto3 session's (botocore refreshes them; read at every signing)."""
-        from awscrt import auth, io, s3
-
-        self._s3 = s3
         endpoint = urlsplit(boto_client.meta.endpoint_url)
         self._path_style = not endpoint.netloc.endswith(".amazonaws.com")
         self._host = endpoint.netloc if self._path_style else f"{bucket}.{endpoint.netloc}"
@@ -66,33 +65,30 @@ class CrtPutter:
             tls_mode=s3.S3RequestTlsMode.ENABLED if tls else s3.S3RequestTlsMode.DISABLED,
             tls_connection_options=tls,
             retry_config=s3.S3RetryConfig(**RETRY),
-            connect_timeout_ms=CONNECT_TIMEOUT_MS,
+            connect_timeout_ms=CONNECT_TIMEOUT_SECONDS * 1000,
         )
 
     def put(self, key: str, path: str, size: int, sha256_hex: str, content_type: str) -> None:
         """One PUT; StorageError (transient unless S3 refused it for good) when it fails."""
-        from awscrt.exceptions import AwsCrtError
-        from awscrt.http import HttpHeaders, HttpRequest
-
         target = f"/{self._bucket}/{quote(key)}" if self._path_style else f"/{quote(key)}"
         headers = HttpHeaders(
             [
                 ("Host", self._host),
                 ("Content-Length", str(size)),
                 ("Content-Type", content_type),
-                ("x-amz-checksum-sha256", base64.b64encode(bytes.fromhex(sha256_hex)).decode("ascii")),
+                ("x-amz-checksum-sha256", checksum_value(sha256_hex)),
                 ("x-amz-sdk-checksum-algorithm", "SHA256"),
-                ("x-amz-meta-sha256", sha256_hex),
+                (f"x-amz-meta-{SHA256_METADATA}", sha256_hex),
             ]
         )
         request = self._client.make_request(
-            type=self._s3.S3RequestType.PUT_OBJECT,
+            type=s3.S3RequestType.PUT_OBJECT,
             request=HttpRequest("PUT", target, headers),
             send_filepath=path,
         )
         try:
-            request.finished_future.result(UPLOAD_TIMEOUT)
-        except self._s3.S3ResponseError as exc:
+            request.finished_future.result(READ_TIMEOUT_SECONDS)
+        except s3.S3ResponseError as exc:
             status = int(exc.status_code or 0)
             found = _ERROR_CODE.search(exc.body or b"")
             code = found.group(1).decode("ascii", "replace") if found else ""
@@ -103,4 +99,4 @@ class CrtPutter:
             raise StorageError(f"PUT {key}: {exc.name}", transient=True) from None
         except TimeoutError:
             request.cancel()
-            raise StorageError(f"PUT {key}: no answer in {UPLOAD_TIMEOUT:.0f} s", transient=True) from None
+            raise StorageError(f"PUT {key}: no answer in {READ_TIMEOUT_SECONDS} s", transient=True) from None
