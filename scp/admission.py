@@ -189,6 +189,11 @@ class Admission:
         with self._lock:
             return len(self._waiting)
 
+    def open_connections(self) -> int:
+        """Connections from accept until their handler ends (what the per-peer limit counts)."""
+        with self._lock:
+            return sum(self._per_peer.values())
+
     def receive_request(self, sock: socket.socket, peer: str, *, tls_port: bool) -> A_ASSOCIATE_RQ | None:
         """The peer's A-ASSOCIATE-RQ, or None once the connection was refused, logged and closed."""
         deadline = time.monotonic() + self.artim_timeout

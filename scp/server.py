@@ -244,6 +244,7 @@ class StoreScp:
             {
                 "dicom_scp_active_associations": self.sessions.count(),
                 "dicom_scp_pending_connections": self.admission.pending(),
+                "dicom_scp_open_connections": self.admission.open_connections(),
                 "dicom_scp_ready": 1 if ready else 0,
             }
         )

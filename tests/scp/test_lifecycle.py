@@ -195,7 +195,11 @@ def test_connections_per_peer_and_associations_are_limited_with_the_reason(tmp_p
         rejection = wait_for(lambda: [r for r in scp.logs() if r.get("outcome") == "rejected-peer-limit"])
         assert "more than 2 connections from this address" in rejection[0]["detail"]
         first.release()
-        wait_for(lambda: any(r.get("outcome") == "release" for r in scp.logs()), what="the first one's end")
+        # The association's end is logged before its connection's handler returns and uncounts it.
+        wait_for(
+            lambda: "dicom_scp_open_connections 1\n" in http_get(scp.health_port, "/metrics")[1],
+            what="only the second connection still open",
+        )
         again = associate(scp.port, contexts)  # the released connection no longer counts
         assert again.is_established
         again.release()
